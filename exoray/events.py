@@ -1,0 +1,29 @@
+"""Rare run events (e.g. an out-of-memory batch-size backoff) raised inside Ray actors.
+
+Actors cannot reach the driver's job record, so each event is published as one small JSON file
+under ``logs/events/``; the runner folds the run's events into its jobs.parquet row at the end.
+Events are rare, so the small writes do not matter even on Drive.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from exoray.storage import Store
+
+EVENTS = "logs/events"
+
+
+def record_event(store: Store, run_id: str, event: dict[str, Any]) -> None:
+    name = f"{run_id}-{uuid.uuid4().hex[:8]}.json"
+    store.write_bytes_atomic(json.dumps(event, default=str).encode(), EVENTS, name)
+
+
+def read_events(store: Store, run_id: str) -> list[dict[str, Any]]:
+    events = []
+    for entry in store.list_files(EVENTS, suffix=".json"):
+        if entry.relpath.startswith(run_id + "-"):
+            events.append(json.loads(store.read_bytes(EVENTS, entry.relpath)))
+    return events

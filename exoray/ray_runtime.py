@@ -1,0 +1,59 @@
+"""Starting Ray the way a 2-vCPU Colab runtime needs, or joining the cluster the user chose."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClusterShape:
+    cpus: float
+    gpus: float
+
+
+def ensure_ray() -> ClusterShape:
+    """Use the running Ray (user's ``ray.init()`` or ``RAY_ADDRESS``), else start a local one.
+
+    A local start has no dashboard (nothing can reach it in Colab) and declares the machine's
+    cores; actor shares are sized by :func:`actor_pool_plan` so the write tasks always fit.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        address = os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, ignore_reinit_error=True)
+        else:
+            ray.init(
+                num_cpus=os.cpu_count() or 2,
+                include_dashboard=False,
+                ignore_reinit_error=True,
+                configure_logging=False,
+                log_to_driver=True,
+            )
+    res = ray.cluster_resources()
+    return ClusterShape(cpus=float(res.get("CPU", 1.0)), gpus=float(res.get("GPU", 0.0)))
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    size: int
+    num_cpus: float
+
+
+def actor_pool_plan(shape: ClusterShape, *, max_actors: int | None = None,
+                    cpu_share: float = 0.5) -> PoolPlan:
+    """One CPU actor per core, each reserving ``cpu_share`` so Ray's read/write tasks still fit.
+
+    Reserving a whole CPU per actor on a 2-core machine starves the write tasks and the pipeline
+    hangs; the actors still use their core fully (threads release the GIL in decode/OpenCV).
+    """
+    size = max(1, int(shape.cpus))
+    if max_actors is not None:
+        size = max(1, min(size, max_actors))
+    return PoolPlan(size=size, num_cpus=cpu_share)

@@ -1,0 +1,1 @@
+"""Ray Data stage classes (callable classes used with ``map_batches``); no Ray import needed."""

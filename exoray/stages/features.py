@@ -1,0 +1,81 @@
+"""Phase II stage: read + decode + cheap features for a batch of manifest rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from exoray import __version__
+from exoray.cheap_features import FEATURE_COLUMNS, compute_features
+from exoray.decode import DEFAULT_MAX_PIXELS, DecodeError
+from exoray.errors_table import ERROR_SCHEMA
+from exoray.jobs import now_utc
+from exoray.stages.reading import ItemError, ThreadedMapper, read_image_bytes
+from exoray.storage import Store
+
+PHASE = "features"
+ID_COLUMNS = [("image_id", pa.string()), ("relpath", pa.string()), ("fingerprint", pa.string())]
+LINEAGE_COLUMNS = [("run_id", pa.string()), ("exoray_version", pa.string())]
+FEATURES_SCHEMA = pa.schema(ID_COLUMNS + list(FEATURE_COLUMNS) + LINEAGE_COLUMNS)
+STAGE_SCHEMA = pa.schema(list(FEATURES_SCHEMA) + [("error", pa.string()), ("message", pa.string())])
+
+
+def features_for_file(root: Store, relpath: str, max_pixels: int) -> dict[str, Any] | ItemError:
+    data = read_image_bytes(root, relpath)
+    if isinstance(data, ItemError):
+        return data
+    try:
+        return compute_features(data, name=relpath, max_pixels=max_pixels)
+    except DecodeError as exc:
+        return ItemError(exc.kind, str(exc))
+    except Exception as exc:  # noqa: BLE001 - one bad image must never cost the batch
+        return ItemError("internal", f"{relpath}: {type(exc).__name__}: {exc}; please report this "
+                                     "file to the exoray issue tracker")
+
+
+class FeatureWorker:
+    """Callable class for ``map_batches``: manifest rows in, feature-or-error rows out."""
+
+    def __init__(self, image_root: str, run_id: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 io_threads: int | None = None) -> None:
+        self.root = Store(image_root)
+        self.run_id = run_id
+        self.max_pixels = max_pixels
+        self.mapper = ThreadedMapper(io_threads)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        relpaths = batch["relpath"].to_pylist()
+        results = self.mapper.map(
+            lambda r: features_for_file(self.root, r, self.max_pixels), relpaths)
+        rows = []
+        for iid, rel, fp, res in zip(batch["image_id"].to_pylist(), relpaths,
+                                     batch["fingerprint"].to_pylist(), results, strict=True):
+            row: dict[str, Any] = {"image_id": iid, "relpath": rel, "fingerprint": fp,
+                                   "run_id": self.run_id, "exoray_version": __version__}
+            if isinstance(res, ItemError):
+                row["error"], row["message"] = res.error, res.message
+            else:
+                row.update(res)
+            rows.append(row)
+        return pa.Table.from_pylist(rows, schema=STAGE_SCHEMA)
+
+
+def split_feature_rows(table: pa.Table) -> tuple[dict[str, pa.Table], pa.Table | None]:
+    """Sink splitter: successful rows → features/global, failed rows → the errors table."""
+    from exoray import layout
+
+    failed = pc.is_valid(table["error"])
+    ok = table.filter(pc.invert(failed)).select(FEATURES_SCHEMA.names).cast(FEATURES_SCHEMA)
+    bad = table.filter(failed)
+    errors = None
+    if bad.num_rows:
+        errors = pa.table({
+            "image_id": bad["image_id"], "relpath": bad["relpath"],
+            "fingerprint": bad["fingerprint"],
+            "phase": pa.array([PHASE] * bad.num_rows, pa.string()),
+            "error": bad["error"], "message": bad["message"], "run_id": bad["run_id"],
+            "time": pa.array([now_utc()] * bad.num_rows, ERROR_SCHEMA.field("time").type),
+        }, schema=ERROR_SCHEMA)
+    return {layout.FEATURES: ok}, errors

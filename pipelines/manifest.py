@@ -1,0 +1,15 @@
+"""Phase I: scan the image root into BASE/manifests/images.parquet (no Ray needed)."""
+
+from __future__ import annotations
+
+import os
+
+from exoray.manifest import ScanSummary, build_manifest
+from exoray.storage import Store
+
+
+def run(base: str | os.PathLike[str], images: str | os.PathLike[str] | None = None) -> ScanSummary:
+    """Scan ``images`` (default: the root recorded last time, else BASE/data/images)."""
+    store = Store(base)
+    store.makedirs("manifests")
+    return build_manifest(store, os.fspath(images) if images is not None else None)

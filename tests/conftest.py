@@ -1,0 +1,46 @@
+"""Shared test set-up: no network, caches in temp dirs, one Ray instance per test module."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+_CACHE = tempfile.mkdtemp(prefix="exoray-test-cache-")
+for key, value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "YOLO_OFFLINE": "1",
+    "ORT_DISABLE_TELEMETRY": "1",
+    "HF_HOME": os.path.join(_CACHE, "hf"),
+    "TORCH_HOME": os.path.join(_CACHE, "torch"),
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "EXORAY_STAGING": os.path.join(_CACHE, "staging"),
+    "TQDM_DISABLE": "1",
+}.items():
+    os.environ.setdefault(key, value)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray per test module, 2 CPUs like a Colab runtime."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False,
+             _temp_dir=os.path.join(_CACHE, "ray"), log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def synth_set(tmp_path_factory):
+    """A 120-image synthetic set with bad files, shared read-only by pipeline tests."""
+    from exoray.synth import make_image_set
+
+    root = tmp_path_factory.mktemp("synth") / "images"
+    truth = make_image_set(root, n=120, seed=7, corrupt=True, max_megapixels=1.0)
+    return root, truth
