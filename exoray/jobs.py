@@ -105,3 +105,19 @@ def record_job(store: Store, job: JobRecord) -> None:
     with staging_file(suffix=".parquet") as local:
         pq.write_table(table, local)
         store.publish_file(local, layout.JOBS)
+
+
+def mark_interrupted(store: Store, phase: str) -> int:
+    """A new run of ``phase`` starts: earlier rows still ``running`` were killed mid-run."""
+    table = read_jobs(store)
+    if table.num_rows == 0:
+        return 0
+    stale = pc.and_(pc.equal(table["phase"], phase), pc.equal(table["status"], "running"))
+    n = int(pc.sum(stale).as_py() or 0)
+    if n:
+        status = pc.if_else(stale, pa.scalar("interrupted"), table["status"])
+        table = table.set_column(table.schema.get_field_index("status"), "status", status)
+        with staging_file(suffix=".parquet") as local:
+            pq.write_table(table, local)
+            store.publish_file(local, layout.JOBS)
+    return n

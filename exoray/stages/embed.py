@@ -1,0 +1,172 @@
+"""Phase III stages: decode once to a square crop, then one actor pool per embedding model.
+
+The decode stage resizes each image's shorter side to the largest input any model of the run needs
+and centre-crops a square; each model backend then resizes that square to its own resolution, which
+is geometrically the same as its own resize-shorter-side + centre-crop. So an image is read and
+decoded once for CLIP and DINO together.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from exoray import layout
+from exoray.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, read_image_size
+from exoray.errors_table import ERROR_SCHEMA
+from exoray.jobs import now_utc
+from exoray.stages.reading import ItemError, ThreadedMapper, read_image_bytes
+from exoray.storage import Store
+
+PHASE = "embed"
+
+
+def square_crop(data: bytes, side: int, *, name: str, max_pixels: int) -> np.ndarray:
+    """Decode ``data`` so its shorter side is ``side`` and centre-crop a ``side``² RGB square."""
+    import cv2
+
+    w, h = read_image_size(data, name=name)
+    long_needed = math.ceil(side * max(w, h) / max(1, min(w, h)))
+    rgb = decode_image(data, name=name, max_side=long_needed, max_pixels=max_pixels).rgb
+    hh, ww = rgb.shape[:2]
+    scale = side / min(hh, ww)
+    nw, nh = max(side, round(ww * scale)), max(side, round(hh * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    resized = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    top, left = (nh - side) // 2, (nw - side) // 2
+    return np.ascontiguousarray(resized[top:top + side, left:left + side])
+
+
+class DecodeWorker:
+    """Manifest rows in; rows with a uint8 ``image`` square (or an error) out."""
+
+    def __init__(self, image_root: str, side: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 io_threads: int | None = None) -> None:
+        self.root = Store(image_root)
+        self.side = side
+        self.max_pixels = max_pixels
+        self.mapper = ThreadedMapper(io_threads)
+
+    def _one(self, relpath: str) -> np.ndarray | ItemError:
+        data = read_image_bytes(self.root, relpath)
+        if isinstance(data, ItemError):
+            return data
+        try:
+            return square_crop(data, self.side, name=relpath, max_pixels=self.max_pixels)
+        except DecodeError as exc:
+            return ItemError(exc.kind, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad image must never cost the batch
+            return ItemError("internal", f"{relpath}: {type(exc).__name__}: {exc}")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self.mapper.map(self._one, list(batch["relpath"]))
+        n = len(results)
+        images = np.zeros((n, self.side, self.side, 3), np.uint8)
+        errors = np.empty(n, dtype=object)
+        messages = np.empty(n, dtype=object)
+        for i, res in enumerate(results):
+            if isinstance(res, ItemError):
+                errors[i], messages[i] = res.error, res.message
+            else:
+                images[i] = res
+        out = dict(batch)
+        out.update(image=images, error=errors, message=messages)
+        return out
+
+
+class EmbedWorker:
+    """One embedding model as an actor: embeds rows that still need this model.
+
+    The backend is a plain class (no Ray); this wrapper only selects rows, adds lineage columns
+    and forwards the backend's batch-size backoff events to the run log.
+    """
+
+    def __init__(self, model: str, backend_kwargs: dict[str, Any], store_location: str,
+                 run_id: str, drop_image: bool = False) -> None:
+        from exoray.models import load_backend
+
+        self.model = model
+        self.backend = load_backend(model, **backend_kwargs)
+        self.store = Store(store_location)
+        self.run_id = run_id
+        self.drop_image = drop_image
+        self._events_seen = 0
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        need = batch[f"need_{self.model}"].astype(bool) & np.array(
+            [e is None for e in batch["error"]], dtype=bool)
+        n = len(need)
+        vectors = np.zeros((n, self.backend.dim), np.float32)
+        if need.any():
+            vectors[need] = self.backend({"image": batch["image"][need]})["embedding"]
+        self._flush_events()
+        out = dict(batch)
+        if self.drop_image:
+            out.pop("image")
+        out[f"{self.model}_vector"] = vectors
+        out[f"{self.model}_model_id"] = np.array([self.backend.model_id] * n, dtype=object)
+        out[f"{self.model}_weights_hash"] = np.array([self.backend.weights_hash] * n, dtype=object)
+        return out
+
+    def _flush_events(self) -> None:
+        from exoray.events import record_event
+
+        events = getattr(self.backend, "events", [])
+        for event in events[self._events_seen:]:
+            record_event(self.store, self.run_id, {"model": self.model, **event})
+        self._events_seen = len(events)
+
+
+def _column_numpy(table: pa.Table, name: str) -> np.ndarray:
+    col = table[name].combine_chunks()
+    if hasattr(col, "to_numpy_ndarray"):
+        return col.to_numpy_ndarray()
+    return np.stack(col.to_numpy(zero_copy_only=False))
+
+
+def vector_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """float16 fixed-size-list column: unit vectors lose < 1e-3 cosine, storage halves."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float16)
+    flat = pa.array(vectors.reshape(-1), pa.float16())
+    return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+
+
+class EmbeddingSplitter:
+    """Sink splitter: per-model rows → embeddings/<model>, decode failures → errors table."""
+
+    def __init__(self, models: list[str]) -> None:
+        self.models = models
+
+    def __call__(self, table: pa.Table) -> tuple[dict[str, pa.Table], pa.Table | None]:
+        failed = pc.is_valid(table["error"])
+        ok = table.filter(pc.invert(failed))
+        outputs = {}
+        for m in self.models:
+            rows = ok.filter(pc.cast(ok[f"need_{m}"], pa.bool_()))
+            if rows.num_rows == 0:
+                continue
+            vectors = _column_numpy(rows, f"{m}_vector")
+            outputs[layout.embeddings_folder(m)] = pa.table({
+                "image_id": rows["image_id"],
+                "fingerprint": rows["fingerprint"],
+                "model_id": rows[f"{m}_model_id"],
+                "weights_hash": rows[f"{m}_weights_hash"],
+                "dim": pa.array([vectors.shape[1]] * rows.num_rows, pa.int32()),
+                "vector": vector_array(vectors),
+                "run_id": rows["run_id"],
+            })
+        errors = None
+        bad = table.filter(failed)
+        if bad.num_rows:
+            errors = pa.table({
+                "image_id": bad["image_id"], "relpath": bad["relpath"],
+                "fingerprint": bad["fingerprint"],
+                "phase": pa.array([PHASE] * bad.num_rows, pa.string()),
+                "error": bad["error"], "message": bad["message"], "run_id": bad["run_id"],
+                "time": pa.array([now_utc()] * bad.num_rows, ERROR_SCHEMA.field("time").type),
+            }, schema=ERROR_SCHEMA)
+        return outputs, errors

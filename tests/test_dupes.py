@@ -1,0 +1,466 @@
+"""Tests for exoray.dupes: exact, perceptual-hash and embedding duplicate grouping."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from exoray import dupes
+from exoray.dupes import (
+    SCHEMA,
+    find_embedding_duplicates,
+    find_hash_duplicates,
+    merge_duplicate_tables,
+    summarize_duplicates,
+)
+
+D = 6
+
+
+def hx(value: int) -> str:
+    return f"{value:016x}"
+
+
+def flip(value: int, bits: list[int]) -> int:
+    for b in bits:
+        value ^= 1 << b
+    return value
+
+
+def groups_of(table: pa.Table) -> set[frozenset[str]]:
+    """Grouping as a set of id sets (independent of group numbering)."""
+    out: dict[int, set[str]] = {}
+    for image_id, gid in zip(
+        table.column("image_id").to_pylist(), table.column("group_id").to_pylist(), strict=True
+    ):
+        out.setdefault(gid, set()).add(image_id)
+    return {frozenset(s) for s in out.values()}
+
+
+def kinds_of(table: pa.Table) -> dict[str, str]:
+    return dict(
+        zip(table.column("image_id").to_pylist(), table.column("kind").to_pylist(), strict=True)
+    )
+
+
+def reference_components(n: int, pairs: set[tuple[int, int]]) -> set[frozenset[int]]:
+    """Plain Python union-find, the obviously-correct reference."""
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    comps: dict[int, set[int]] = {}
+    for i in range(n):
+        comps.setdefault(find(i), set()).add(i)
+    return {frozenset(c) for c in comps.values() if len(c) > 1}
+
+
+def brute_pairs(hashes: np.ndarray, max_distance: int) -> set[tuple[int, int]]:
+    dist = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+    i, j = np.nonzero(np.triu(dist <= max_distance, k=1))
+    return set(zip(i.tolist(), j.tolist(), strict=True))
+
+
+def planted_hashes(n_random: int, seed: int, max_distance: int) -> np.ndarray:
+    """Random 64-bit hashes plus copies at every distance 0 .. max_distance + 2."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 2**64, size=n_random, dtype=np.uint64)
+    planted = []
+    for dist in range(max_distance + 3):
+        for src in rng.choice(n_random, size=40, replace=False):
+            bits = rng.choice(64, size=dist, replace=False).tolist()
+            planted.append(flip(int(base[src]), bits))
+    # a chain: each step within reach, the ends not
+    start = int(base[0])
+    for step in range(1, 5):
+        planted.append(flip(start, list(range(0, 4 * step))))
+    return np.concatenate([base, np.array(planted, dtype=np.uint64)])
+
+
+# --------------------------------------------------------------------------------------------
+# hash duplicates
+
+
+def test_exact_duplicates_grouped_and_singletons_dropped() -> None:
+    ids = ["a", "b", "c", "d", "e"]
+    content = ["h1", "h2", "h1", "h3", "h1"]
+    phash = [hx(0), hx(2**64 - 1), hx(0), hx(0xFFFFFFFF00000000), hx(0)]
+    table = find_hash_duplicates(ids, content, phash)
+    assert table.schema == SCHEMA
+    assert groups_of(table) == {frozenset({"a", "c", "e"})}
+    assert set(kinds_of(table).values()) == {"exact"}
+
+
+def test_near_within_distance_grouped_beyond_not() -> None:
+    base = 0x0123456789ABCDEF
+    ids = ["base", "at_max", "past_max", "far"]
+    phash = [
+        hx(base),
+        hx(flip(base, [0, 9, 18, 27, 36, 45])),  # distance 6
+        hx(flip(base, [1, 10, 19, 28, 37, 46, 55])),  # distance 7 from base, 13 from at_max
+        hx(~base & (2**64 - 1)),
+    ]
+    table = find_hash_duplicates(ids, ["c1", "c2", "c3", "c4"], phash, max_distance=6)
+    assert groups_of(table) == {frozenset({"base", "at_max"})}
+    assert set(kinds_of(table).values()) == {"near"}
+    # a tighter threshold splits them
+    assert find_hash_duplicates(ids, ["c1", "c2", "c3", "c4"], phash, max_distance=5).num_rows == 0
+
+
+def test_transitive_chain_is_one_group() -> None:
+    a = 0
+    b = flip(a, [0, 1, 2, 3])  # d(a, b) = 4
+    c = flip(b, [10, 11, 12, 13])  # d(b, c) = 4, d(a, c) = 8 > 6
+    table = find_hash_duplicates(["a", "b", "c"], ["1", "2", "3"], [hx(a), hx(b), hx(c)])
+    assert groups_of(table) == {frozenset({"a", "b", "c"})}
+
+
+def test_exact_and_near_join_into_one_group() -> None:
+    p = 0xFFFF0000FFFF0000
+    ids = ["x1", "x2", "y", "z"]
+    content = ["same", "same", "other", "third"]
+    phash = [hx(p), hx(p), hx(flip(p, [3, 40])), hx(flip(p, [5]))]
+    table = find_hash_duplicates(ids, content, phash)
+    assert groups_of(table) == {frozenset(ids)}
+    assert kinds_of(table) == {"x1": "exact", "x2": "exact", "y": "near", "z": "near"}
+
+
+def test_identical_phash_different_content_is_near() -> None:
+    table = find_hash_duplicates(["a", "b"], ["c1", "c2"], [hx(7), hx(7)], max_distance=0)
+    assert groups_of(table) == {frozenset({"a", "b"})}
+    assert set(kinds_of(table).values()) == {"near"}
+
+
+def test_missing_hashes_are_skipped() -> None:
+    ids = ["a", "b", "c", "d", "e", "f"]
+    content = [None, "", "k", "k", None, ""]
+    phash = [hx(1), hx(1), None, "", None, ""]
+    table = find_hash_duplicates(ids, content, phash)
+    assert groups_of(table) == {frozenset({"a", "b"}), frozenset({"c", "d"})}
+    assert kinds_of(table) == {"a": "near", "b": "near", "c": "exact", "d": "exact"}
+
+
+def test_group_ids_deterministic_and_ordered_by_smallest_id() -> None:
+    rng = np.random.default_rng(1)
+    hashes = planted_hashes(300, seed=2, max_distance=D)
+    ids = [f"img{i:04d}" for i in range(hashes.size)]
+    content = [f"c{i % 350}" for i in range(hashes.size)]  # some exact repeats too
+    phash = [hx(int(h)) for h in hashes]
+    first = find_hash_duplicates(ids, content, phash)
+    perm = rng.permutation(hashes.size)
+    second = find_hash_duplicates(
+        [ids[i] for i in perm], [content[i] for i in perm], [phash[i] for i in perm]
+    )
+    assert first.equals(second)
+    gids = first.column("group_id").to_pylist()
+    assert gids == sorted(gids) and gids[0] == 0 and set(gids) == set(range(max(gids) + 1))
+    smallest = {}
+    for image_id, gid in zip(first.column("image_id").to_pylist(), gids, strict=True):
+        smallest.setdefault(gid, image_id)
+    ordered = [smallest[g] for g in sorted(smallest)]
+    assert ordered == sorted(ordered)
+
+
+def test_arrow_inputs_and_uppercase_hex_accepted() -> None:
+    ids = pa.chunked_array([["a", "b"], ["c"]])
+    table = find_hash_duplicates(
+        ids, pa.array(["1", "2", "3"]), pa.array(["00000000000000AB", "00000000000000ab", None])
+    )
+    assert groups_of(table) == {frozenset({"a", "b"})}
+
+
+def test_empty_input() -> None:
+    assert find_hash_duplicates([], [], []).equals(SCHEMA.empty_table())
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["123", "0123456789abcdefff", "0123456789abcdeg", "0x0123456789abcd", "0123456789abcdé"],
+)
+def test_bad_phash_names_image(bad: str) -> None:
+    with pytest.raises(ValueError, match="'broken.jpg'"):
+        find_hash_duplicates(["ok.jpg", "broken.jpg"], ["1", "2"], [hx(5), bad])
+
+
+def test_bad_inputs_raise() -> None:
+    with pytest.raises(ValueError, match="same length"):
+        find_hash_duplicates(["a", "b"], ["1"], [hx(1), hx(2)])
+    with pytest.raises(ValueError, match="unique"):
+        find_hash_duplicates(["a", "a"], ["1", "2"], [hx(1), hx(2)])
+    with pytest.raises(ValueError, match="null"):
+        find_hash_duplicates(["a", None], ["1", "2"], [hx(1), hx(2)])
+    with pytest.raises(ValueError, match="max_distance"):
+        find_hash_duplicates(["a"], ["1"], [hx(1)], max_distance=64)
+    with pytest.raises(TypeError, match="max_distance"):
+        find_hash_duplicates(["a"], ["1"], [hx(1)], max_distance=True)
+    with pytest.raises(TypeError, match="phashes"):
+        find_hash_duplicates(["a"], ["1"], [12345])
+    with pytest.raises(TypeError, match="image_ids"):
+        find_hash_duplicates("abc", ["1", "2", "3"], [hx(1)] * 3)
+
+
+# --------------------------------------------------------------------------------------------
+# the multi-index search itself
+
+
+@pytest.mark.parametrize("extra_chunks", [None, 0, 1, 2])
+def test_multi_index_search_equals_brute_force(extra_chunks: int | None) -> None:
+    hashes = planted_hashes(3000, seed=7, max_distance=D)
+    expected = brute_pairs(hashes, D)
+    # planted pairs at distance <= D must be among them, those at D+1, D+2 mostly not
+    assert len(expected) >= 40 * (D + 1)
+    found: set[tuple[int, int]] = set()
+    for a, b in dupes._iter_near_pairs(hashes, D, extra_chunks=extra_chunks, pair_budget=5000):
+        assert np.all(np.bitwise_count(hashes[a] ^ hashes[b]) <= D)
+        found.update((min(x, y), max(x, y)) for x, y in zip(a.tolist(), b.tolist(), strict=True))
+    assert found == expected
+    roots = dupes._near_components(hashes, D, extra_chunks=extra_chunks, pair_budget=5000)
+    got = {}
+    for i, r in enumerate(roots.tolist()):
+        got.setdefault(r, set()).add(i)
+    assert {frozenset(c) for c in got.values() if len(c) > 1} == reference_components(
+        hashes.size, expected
+    )
+
+
+@pytest.mark.parametrize("max_distance", [0, 1, 3, 10])
+def test_multi_index_other_distances(max_distance: int) -> None:
+    hashes = planted_hashes(800, seed=max_distance, max_distance=max_distance)
+    found = set()
+    for a, b in dupes._iter_near_pairs(hashes, max_distance):
+        found.update((min(x, y), max(x, y)) for x, y in zip(a.tolist(), b.tolist(), strict=True))
+    assert found == brute_pairs(hashes, max_distance)
+
+
+def test_giant_bucket_is_processed_in_bounded_slices() -> None:
+    # 1,500 distinct hashes that agree on their top 52 bits: most keys land in one bucket.
+    rng = np.random.default_rng(3)
+    low = rng.choice(2**12, size=1500, replace=False).astype(np.uint64)
+    hashes = np.uint64(0xABCDEF0123456789 & ~(2**12 - 1)) | low
+    n = hashes.size
+    budget = 20_000  # one full bucket holds ~1.1M candidate pairs
+    packed = []
+    for a, b in dupes._iter_near_pairs(hashes, D, extra_chunks=0, pair_budget=budget):
+        assert a.size <= budget
+        packed.append(np.minimum(a, b) * n + np.maximum(a, b))
+    dist = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+    i, j = np.nonzero(np.triu(dist <= D, k=1))
+    np.testing.assert_array_equal(np.unique(np.concatenate(packed)), np.sort(i * n + j))
+    table = find_hash_duplicates(
+        [f"i{i}" for i in range(1500)], [str(i) for i in range(1500)], [hx(int(h)) for h in hashes]
+    )
+    assert table.column("group_id").to_pylist() == [0] * 1500
+
+
+def test_find_hash_duplicates_matches_reference_grouping() -> None:
+    hashes = planted_hashes(1500, seed=11, max_distance=D)
+    n = hashes.size
+    ids = [f"{i:05d}" for i in range(n)]
+    content = [f"c{i}" if i % 97 else "shared" for i in range(n)]
+    table = find_hash_duplicates(ids, content, [hx(int(h)) for h in hashes])
+    pairs = brute_pairs(hashes, D)
+    shared = [i for i in range(n) if i % 97 == 0]
+    pairs |= {(shared[0], s) for s in shared[1:]}
+    expected = {frozenset(ids[i] for i in comp) for comp in reference_components(n, pairs)}
+    assert groups_of(table) == expected
+
+
+def test_union_find_matches_reference_on_chains_and_random_edges() -> None:
+    rng = np.random.default_rng(5)
+    n = 2000
+    a = rng.integers(0, n, size=1500)
+    b = rng.integers(0, n, size=1500)
+    chain = np.arange(0, 600)
+    a = np.concatenate([a, chain[:-1][::-1]])
+    b = np.concatenate([b, chain[1:][::-1]])
+    uf = dupes._UnionFind(n)
+    half = a.size // 2
+    uf.union(a[:half], b[:half])
+    uf.union(a[half:], b[half:])
+    roots = uf.roots()
+    got: dict[int, set[int]] = {}
+    for i, r in enumerate(roots.tolist()):
+        got.setdefault(r, set()).add(i)
+    expected = reference_components(n, set(zip(a.tolist(), b.tolist(), strict=True)))
+    assert {frozenset(c) for c in got.values() if len(c) > 1} == expected
+    assert all(r == min(got[r]) for r in got)
+
+
+# --------------------------------------------------------------------------------------------
+# embedding duplicates
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def planted_vectors(seed: int = 0) -> tuple[list[str], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    vec = rng.normal(size=(500, 64))
+    vec[100] = vec[10] + rng.normal(scale=0.01, size=64)  # near-identical
+    vec[101] = vec[10] + rng.normal(scale=0.01, size=64)
+    vec[200] = vec[20]  # identical
+    vec[300] = vec[30] + rng.normal(scale=2.0, size=64)  # related but not a duplicate
+    return [f"v{i:03d}" for i in range(500)], unit(vec)
+
+
+def test_embedding_duplicates_found() -> None:
+    pytest.importorskip("faiss")
+    ids, vec = planted_vectors()
+    table = find_embedding_duplicates(ids, vec, threshold=0.95)
+    assert table.schema == SCHEMA
+    assert groups_of(table) == {
+        frozenset({"v010", "v100", "v101"}),
+        frozenset({"v020", "v200"}),
+    }
+    assert set(table.column("kind").to_pylist()) == {"embedding"}
+    # the threshold is inclusive: exactly-equal vectors match at 1.0
+    assert groups_of(find_embedding_duplicates(ids, vec, threshold=1.0)) == {
+        frozenset({"v020", "v200"})
+    }
+
+
+def test_embedding_transitivity_and_determinism() -> None:
+    pytest.importorskip("faiss")
+    angle = np.deg2rad(15)  # cos 15deg ~ 0.966 >= 0.95, cos 30deg ~ 0.866 < 0.95
+    vec = unit(
+        np.array(
+            [
+                [1, 0, 0],
+                [np.cos(angle), np.sin(angle), 0],
+                [np.cos(2 * angle), np.sin(2 * angle), 0],
+                [0, 0, 1],
+            ]
+        )
+    )
+    table = find_embedding_duplicates(["c", "b", "a", "z"], vec, threshold=0.95)
+    assert table.column("image_id").to_pylist() == ["a", "b", "c"]
+    assert table.column("group_id").to_pylist() == [0, 0, 0]
+
+
+def test_embedding_bad_inputs() -> None:
+    pytest.importorskip("faiss")
+    ids, vec = planted_vectors()
+    with pytest.raises(ValueError, match="L2-normalised"):
+        find_embedding_duplicates(ids, vec * 2)
+    with pytest.raises(ValueError, match="rows"):
+        find_embedding_duplicates(ids[:-1], vec)
+    with pytest.raises(ValueError, match="2-D"):
+        find_embedding_duplicates(ids, vec[:, 0])
+    with pytest.raises(ValueError, match="threshold"):
+        find_embedding_duplicates(ids, vec, threshold=1.5)
+    broken = vec.copy()
+    broken[7, 3] = np.nan
+    with pytest.raises(ValueError, match="'v007'"):
+        find_embedding_duplicates(ids, broken)
+    assert find_embedding_duplicates([], np.zeros((0, 8), dtype=np.float32)).num_rows == 0
+
+
+def test_embedding_without_faiss_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    ids, vec = planted_vectors()
+    with pytest.raises(ImportError, match=r"exoray\[index\]"):
+        find_embedding_duplicates(ids, vec)
+
+
+# --------------------------------------------------------------------------------------------
+# merging and summary
+
+
+def dup_table(rows: list[tuple[str, int, str]]) -> pa.Table:
+    ids, gids, kinds = zip(*rows, strict=True)
+    return pa.table(
+        {"image_id": list(ids), "group_id": list(gids), "kind": list(kinds)}, schema=SCHEMA
+    )
+
+
+def test_merge_joins_overlapping_groups_and_keeps_strongest_kind() -> None:
+    hashes = dup_table(
+        [("a", 0, "exact"), ("b", 0, "exact"), ("c", 0, "near"), ("x", 1, "near"), ("y", 1, "near")]
+    )
+    embeds = dup_table(
+        [("c", 0, "embedding"), ("d", 0, "embedding"), ("y", 1, "embedding"), ("q", 1, "embedding")]
+    )
+    lone = dup_table([("m", 5, "embedding"), ("n", 5, "embedding")])
+    merged = merge_duplicate_tables(hashes, embeds, lone)
+    assert merged.schema == SCHEMA
+    assert groups_of(merged) == {
+        frozenset({"a", "b", "c", "d"}),
+        frozenset({"m", "n"}),
+        frozenset({"q", "x", "y"}),
+    }
+    assert kinds_of(merged) == {
+        "a": "exact",
+        "b": "exact",
+        "c": "near",
+        "d": "embedding",
+        "m": "embedding",
+        "n": "embedding",
+        "q": "embedding",
+        "x": "near",
+        "y": "near",
+    }
+    assert merged.column("image_id").to_pylist()[:4] == ["a", "b", "c", "d"]
+    assert merged.column("group_id").to_pylist() == [0, 0, 0, 0, 1, 1, 2, 2, 2]
+    # order of arguments does not matter
+    assert merge_duplicate_tables(lone, embeds, hashes).equals(merged)
+
+
+def test_merge_of_real_finders() -> None:
+    pytest.importorskip("faiss")
+    ids = ["a", "b", "c", "d"]
+    hashes = find_hash_duplicates(
+        ids, ["1", "1", "2", "3"], [hx(0), hx(0), hx(2**64 - 1), hx(0xFFFFFFFF00000000)]
+    )
+    vec = unit(np.array([[1, 0, 0], [0, 1, 0], [0, 1, 0.01], [0, 0, 1]], dtype=np.float64))
+    embeds = find_embedding_duplicates(ids, vec)
+    assert groups_of(merge_duplicate_tables(hashes, embeds)) == {frozenset({"a", "b", "c"})}
+
+
+def test_merge_edge_cases() -> None:
+    assert merge_duplicate_tables().equals(SCHEMA.empty_table())
+    assert merge_duplicate_tables(SCHEMA.empty_table()).num_rows == 0
+    with pytest.raises(ValueError, match="kind"):
+        merge_duplicate_tables(dup_table([("a", 0, "similar"), ("b", 0, "similar")]))
+    with pytest.raises(ValueError, match="group_id"):
+        merge_duplicate_tables(pa.table({"image_id": ["a"], "kind": ["near"]}))
+    with pytest.raises(TypeError, match="pyarrow.Table"):
+        merge_duplicate_tables({"image_id": ["a"]})
+
+
+def test_summarize() -> None:
+    table = dup_table(
+        [
+            ("a", 0, "exact"),
+            ("b", 0, "exact"),
+            ("c", 0, "near"),
+            ("d", 1, "embedding"),
+            ("e", 1, "embedding"),
+            ("f", 2, "near"),
+            ("g", 2, "near"),
+            ("h", 2, "near"),
+            ("i", 2, "near"),
+        ]
+    )
+    summary = summarize_duplicates(table, top=2)
+    assert summary == {
+        "groups": 3,
+        "images_in_groups": 9,
+        "redundant_images": 6,
+        "groups_by_kind": {"exact": 1, "near": 2, "embedding": 1},
+        "images_by_kind": {"exact": 2, "near": 5, "embedding": 2},
+        "largest_groups": [{"group_id": 2, "size": 4}, {"group_id": 0, "size": 3}],
+    }
+    empty = summarize_duplicates(SCHEMA.empty_table())
+    assert empty["groups"] == 0 and empty["redundant_images"] == 0 and empty["largest_groups"] == []

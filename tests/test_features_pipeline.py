@@ -1,0 +1,117 @@
+"""Phase II end to end on the synthetic set: one row per image, bad files in the errors table."""
+
+from __future__ import annotations
+
+import shutil
+
+import pyarrow.compute as pc
+import pytest
+
+from exoray import layout
+from exoray.errors_table import read_errors
+from exoray.jobs import read_jobs
+from exoray.manifest import read_manifest
+from exoray.parts import list_parts, read_parts
+from exoray.status import collect_status
+from exoray.storage import Store
+from pipelines import features, manifest
+
+
+@pytest.fixture(scope="module")
+def done_base(ray_session, synth_set, tmp_path_factory):
+    root, truth = synth_set
+    base = tmp_path_factory.mktemp("base")
+    manifest.run(base, images=root)
+    result = features.run(base, part_rows=40, batch_size=8, show_progress=False)
+    return base, root, truth, result
+
+
+def test_every_image_has_exactly_one_row_or_error(done_base):
+    base, _, truth, result = done_base
+    store = Store(str(base))
+    ids = read_manifest(store)["image_id"].to_pylist()
+    feats = read_parts(store, layout.FEATURES)
+    errors = read_errors(store, "features")
+    got = feats["image_id"].to_pylist() + errors["image_id"].to_pylist()
+    assert sorted(got) == sorted(ids)
+    assert result.processed == feats.num_rows and result.errors == errors.num_rows
+
+
+def test_corrupt_files_are_errors_that_name_the_file(done_base):
+    base, _, truth, _ = done_base
+    errors = read_errors(Store(str(base)), "features")
+    corrupt = {r for r, t in truth["images"].items() if t["corrupt"]}
+    assert set(errors["relpath"].to_pylist()) == corrupt
+    for row in errors.to_pylist():
+        assert row["relpath"] in row["message"]
+        assert row["error"] in {"empty", "truncated", "not_image", "bomb", "unsupported", "corrupt"}
+
+
+def test_features_match_ground_truth(done_base):
+    base, _, truth, _ = done_base
+    feats = {r["relpath"]: r for r in read_parts(Store(str(base)), layout.FEATURES).to_pylist()}
+    for rel, t in truth["images"].items():
+        if t["corrupt"]:
+            continue
+        row = feats[rel]
+        assert row["width"] > 0 and row["height"] > 0 and row["phash"] and row["content_hash"]
+        assert row["run_id"] and row["exoray_version"]
+        if t["grayscale"]:
+            assert row["is_grayscale"], rel
+    dark = [feats[r]["brightness"] for r, t in truth["images"].items()
+            if not t["corrupt"] and t["exposure"] == "dark"]
+    light = [feats[r]["brightness"] for r, t in truth["images"].items()
+             if not t["corrupt"] and t["exposure"] == "light"]
+    assert dark and light and max(dark) < min(light)
+
+
+def test_parts_are_large_and_few(done_base):
+    base, *_ = done_base
+    parts = list_parts(Store(str(base)), layout.FEATURES)
+    assert len(parts) <= 4  # 120 images, part_rows=40: bundles, never per-image files
+
+
+def test_rerun_does_nothing_and_is_logged(done_base):
+    base, *_ = done_base
+    again = features.run(base, part_rows=40, batch_size=8, show_progress=False)
+    assert again.todo == 0
+    jobs = read_jobs(Store(str(base)))
+    assert jobs.num_rows >= 2 and set(jobs["status"].to_pylist()) == {"completed"}
+
+
+def test_status_reports_done_errors_and_last_run(done_base):
+    base, _, truth, _ = done_base
+    st = collect_status(str(base))
+    (feat,) = [p for p in st.phases if p.phase == "features"]
+    n_corrupt = sum(t["corrupt"] for t in truth["images"].values())
+    assert feat.total == len(truth["images"])
+    assert feat.errors == n_corrupt and feat.done == feat.total - n_corrupt
+    assert feat.remaining == 0 and feat.last_run["status"] == "completed"
+
+
+def test_changed_file_is_requeued_and_retry_errors(done_base, tmp_path):
+    base, root, truth, _ = done_base
+    work = tmp_path / "copy"
+    shutil.copytree(base, work)
+    images = tmp_path / "images"
+    shutil.copytree(root, images)
+    manifest.run(work, images=images)
+    good = next(r for r, t in truth["images"].items() if not t["corrupt"] and r.endswith(".png"))
+    bad = next(r for r, t in truth["images"].items() if t["corrupt"])
+    shutil.copyfile(images / next(r for r, t in truth["images"].items()
+                                  if not t["corrupt"] and r.endswith(".jpg")), images / good)
+    manifest.run(work)
+    result = features.run(work, part_rows=40, batch_size=8, show_progress=False)
+    assert result.todo == 1 and result.processed == 1
+    retried = features.run(work, retry_errors=True, part_rows=40, batch_size=8,
+                           show_progress=False)
+    n_corrupt = sum(t["corrupt"] for t in truth["images"].values())
+    assert retried.todo == n_corrupt and retried.errors == n_corrupt
+    store = Store(str(work))
+    feats = read_parts(store, layout.FEATURES)
+    current = read_manifest(store)
+    fp = dict(zip(current["image_id"].to_pylist(), current["fingerprint"].to_pylist(), strict=True))
+    assert pc.sum(pc.equal(feats["relpath"], good)).as_py() == 2  # old + current fingerprint
+    cur = [r for r in feats.to_pylist() if r["relpath"] == good and r["fingerprint"] == fp[r["image_id"]]]
+    assert len(cur) == 1
+    assert bad in read_errors(store, "features")["relpath"].to_pylist()
