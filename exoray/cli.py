@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=cmd_demo)
 
+    from exoray.cli_explore import add_explore_commands
+
+    add_explore_commands(sub)
     return parser
 
 

@@ -47,9 +47,11 @@ def read_current_embeddings(store: Store, model: str, *, model_id: str | None = 
     manifest = read_manifest(store)
     if manifest is None:
         raise FileNotFoundError(f"no manifest in {store.location}")
-    images = present_images(manifest).select(["image_id", "fingerprint"])
-    table = table.join(images, keys=["image_id", "fingerprint"], join_type="inner")
-    table = table.sort_by("image_id")
+    images = present_images(manifest)
+    current = pc.binary_join_element_wise(images["image_id"], images["fingerprint"], "|")
+    keys = pc.binary_join_element_wise(table["image_id"], table["fingerprint"], "|")
+    table = table.filter(pc.is_in(keys, value_set=current.combine_chunks()))
+    table = table.take(pc.sort_indices(table, [("image_id", "ascending")]))
     ids = table["image_id"].to_pylist()
     if len(set(ids)) != len(ids):
         raise RuntimeError(f"{folder} holds an image twice for {model_id}; this breaks the commit "

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 
 from exoray import layout
 from exoray.done import count_done, done_keys, error_keys, present_images
+from exoray.index_store import index_coverage
 from exoray.jobs import read_jobs
 from exoray.manifest import manifest_root, read_manifest
 from exoray.parts import list_parts
@@ -69,11 +70,11 @@ def _live_rate(store: Store, folder: str, last: dict[str, Any] | None) -> float 
 
 
 def phase_status(store: Store, images: Any, jobs: Any, phase: str, folder: str,
-                 error_phase: str | None = None) -> PhaseStatus:
+                 error_phase: str | None = None, job_phase: str | None = None) -> PhaseStatus:
     parts = list_parts(store, folder)
     done = count_done(images, done_keys(store, folder)) if parts else 0
     errors = count_done(images, error_keys(store, error_phase or phase))
-    last = _last_run(jobs, phase)
+    last = _last_run(jobs, job_phase or phase)
     rate = _live_rate(store, folder, last) or (last or {}).get("images_per_s")
     st = PhaseStatus(phase, folder, images.num_rows, done, errors, len(parts), last)
     if rate:
@@ -90,8 +91,13 @@ def collect_status(base: str) -> StoreStatus:
     jobs = read_jobs(store)
     phases = [phase_status(store, images, jobs, "features", layout.FEATURES)]
     for entry in sorted(_embedding_models(store)):
-        phases.append(phase_status(store, images, jobs, f"embed:{entry}",
-                                   layout.embeddings_folder(entry), error_phase="embed"))
+        st = phase_status(store, images, jobs, f"embed:{entry}", layout.embeddings_folder(entry),
+                          error_phase="embed", job_phase="embed")
+        coverage = index_coverage(store, entry)
+        st.extra["index"] = (f"{coverage['kind']} of {coverage['count']}, "
+                             f"{coverage['not_indexed']} embeddings not indexed yet"
+                             if coverage else "not built")
+        phases.append(st)
     return StoreStatus(store.location, manifest_root(store), manifest.num_rows, images.num_rows,
                        manifest.num_rows - images.num_rows, phases)
 

@@ -181,7 +181,7 @@ class Store:
         """Write a small file (JSON, YAML) with the same all-or-nothing guarantee."""
         from exoray.staging import staging_file
 
-        with staging_file(suffix="-" + parts[-1], staging_dir=staging_dir) as tmp:
+        with staging_file(suffix="-" + parts[-1].rsplit("/", 1)[-1], staging_dir=staging_dir) as tmp:
             with open(tmp, "wb") as f:
                 f.write(data)
             self.publish_file(tmp, *parts)

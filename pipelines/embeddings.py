@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from exoray import layout
+from exoray.backends_record import remember_backend
 from exoray.decode import DEFAULT_MAX_PIXELS
 from exoray.done import done_keys, error_keys, pending_mask, present_images
 from exoray.manifest import manifest_root
@@ -104,6 +105,8 @@ def run(
         raise ValueError(f"checkpoints given for models not in this run: {sorted(unknown)}")
     plans = [plan_model(store, m, checkpoint=checkpoints.get(parse_model_spec(m)[0]),
                         batch_size=batch_size, device=device) for m in models]
+    for plan in plans:
+        remember_backend(store, plan.name, plan.model_id, plan.kwargs)
     shape = ensure_ray()
     sweep_outputs(store, [layout.embeddings_folder(p.name) for p in plans])
     run_spec = PhaseRun(

@@ -1,0 +1,137 @@
+"""CLI sub-commands of Phase III and VII: embed, index, search, cluster, sample."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def _checkpoints(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--checkpoint {item!r}: use MODEL=PATH, e.g. clip=/ckpt/dir")
+        out[name] = path
+    return out
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from pipelines import embeddings
+
+    result = embeddings.run(args.base, args.model or ["clip", "dino"],
+                            checkpoints=_checkpoints(args.checkpoint), batch_size=args.batch_size,
+                            device=args.device, retry_errors=args.retry_errors,
+                            part_rows=args.part_rows, show_progress=not args.quiet)
+    print(result)
+    for event in result.events:
+        print(f"  event: {event}")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from pipelines import indices
+
+    for summary in indices.run(args.base, args.model or ["clip"], kind=args.kind,
+                               rebuild=args.rebuild):
+        print(json.dumps(summary) if args.json else
+              f"{summary['model']}: {summary['kind']} index of {summary['count']} "
+              f"({summary['mode']}, {summary['added']} added) in {summary['seconds']}s")
+    return 0
+
+
+def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    for r in rows:
+        print(f"{r['rank']:>4}  {r['score']:.4f}  {r['image_id']}  {r['relpath']}")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from exoray.explore import Explorer
+
+    ex = Explorer(args.base, args.model)
+    rows = ex.search(args.text, image=args.image, image_id=args.id, k=args.k)
+    _print_rows(rows, args.json)
+    return 0
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from exoray.explore import Explorer
+
+    clusters = Explorer(args.base, args.model).cluster(args.k, seed=args.seed)
+    if args.json:
+        print(json.dumps(clusters, indent=2))
+    else:
+        for c in clusters:
+            print(f"cluster {c['cluster']:>4}: {c['size']:>6} images, medoid {c['medoid']}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from exoray.explore import Explorer
+
+    ex = Explorer(args.base, args.model)
+    ids = ex.sample(args.n, method=args.method, subset=args.subset, seed=args.seed)
+    rows = [{"image_id": i, "relpath": ex.relpaths.get(i)} for i in ids]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['image_id']}  {r['relpath']}")
+    return 0
+
+
+def add_explore_commands(sub: Any) -> None:
+    p = sub.add_parser("embed", help="Phase III: CLIP/DINOv2 embeddings (one decode, GPU pools)")
+    p.add_argument("base")
+    p.add_argument("--model", action="append",
+                   help="clip, dino, or NAME:VARIANT (clip:ViT-B-16, dino:base, clip:tiny); "
+                        "repeat for several (default: clip and dino)")
+    p.add_argument("--checkpoint", action="append", metavar="MODEL=PATH",
+                   help="local checkpoint (file/dir) or hub id for a model")
+    p.add_argument("--batch-size", type=int, help="images per model batch (default per model)")
+    p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
+    p.add_argument("--retry-errors", action="store_true")
+    p.add_argument("--part-rows", type=int, default=1000)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(handler=cmd_embed)
+
+    p = sub.add_parser("index", help="Phase VII: build or extend the FAISS index of a model")
+    p.add_argument("base")
+    p.add_argument("--model", action="append", help="clip / dino (repeatable; default clip)")
+    p.add_argument("--kind", default="auto", help="auto, flat, hnsw or ivfpq")
+    p.add_argument("--rebuild", action="store_true", help="build from scratch")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_index)
+
+    p = sub.add_parser("search", help="search by --text (CLIP), --image FILE or --id IMAGE_ID")
+    p.add_argument("base")
+    p.add_argument("--model", default="clip")
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--text")
+    q.add_argument("--image", help="a query image file")
+    q.add_argument("--id", help="an image_id of BASE")
+    p.add_argument("-k", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_search)
+
+    p = sub.add_parser("cluster", help="spherical k-means of a model's embeddings")
+    p.add_argument("base")
+    p.add_argument("--model", default="clip")
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_cluster)
+
+    p = sub.add_parser("sample", help="a diverse, random or cluster-stratified sample of images")
+    p.add_argument("base")
+    p.add_argument("--model", default="clip")
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--method", default="diverse", choices=["diverse", "random", "stratified"])
+    p.add_argument("--subset", help="only images with this Phase IV subset flag")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_sample)

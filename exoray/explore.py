@@ -1,0 +1,188 @@
+"""Navigation on top of the indices: search, cluster, sample, and thumbnail grids in notebooks."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from exoray import layout
+from exoray.backends_record import backend_kwargs_for
+from exoray.decode import DecodeError, decode_image
+from exoray.done import present_images
+from exoray.embeddings_store import read_current_embeddings
+from exoray.index_store import load_index
+from exoray.manifest import manifest_root, read_manifest
+from exoray.staging import staging_file
+from exoray.storage import Store
+
+SAMPLE_METHODS = ("diverse", "random", "stratified")
+
+
+class Explorer:
+    """Search, cluster and sample one model's embeddings of a BASE; ``show`` renders images."""
+
+    def __init__(self, base: str | os.PathLike[str], model: str = "clip") -> None:
+        self.store = Store(base)
+        self.model = model
+
+    # -- lazily loaded state ---------------------------------------------------------------
+    @cached_property
+    def index(self):
+        return load_index(self.store, self.model)
+
+    @cached_property
+    def manifest(self) -> pa.Table:
+        table = read_manifest(self.store)
+        if table is None:
+            raise FileNotFoundError(f"no manifest in {self.store.location}")
+        return table
+
+    @cached_property
+    def relpaths(self) -> dict[str, str]:
+        t = self.manifest
+        return dict(zip(t["image_id"].to_pylist(), t["relpath"].to_pylist(), strict=True))
+
+    @cached_property
+    def backend(self):
+        """The embedding model that made the index (for text and image-file queries)."""
+        from exoray.models import load_backend
+        from pipelines.embeddings import models_cache_dir
+
+        model_id = self.index.meta["model_id"]
+        kwargs = backend_kwargs_for(self.store, self.model, model_id)
+        return load_backend(self.model, cache_dir=models_cache_dir(self.store), **kwargs)
+
+    # -- search ----------------------------------------------------------------------------
+    def query_vector(self, *, text: str | None = None, image: str | None = None,
+                     image_id: str | None = None, vector: np.ndarray | None = None) -> np.ndarray:
+        given = [x is not None for x in (text, image, image_id, vector)]
+        if sum(given) != 1:
+            raise ValueError("give exactly one query: text=, image= (a file), image_id= or vector=")
+        if text is not None:
+            if not hasattr(self.backend, "encode_text"):
+                raise ValueError(f"text search needs a text encoder; {self.model!r} has none "
+                                 "(use --model clip, or search by --image / --id)")
+            return self.backend.encode_text([text])[0]
+        if image is not None:
+            with open(image, "rb") as f:
+                rgb = decode_image(f.read(), name=image).rgb
+            return self.backend.embed_images([rgb])[0]
+        if image_id is not None:
+            return self.index.vector(image_id)
+        v = np.asarray(vector, dtype=np.float32).reshape(-1)
+        return v / max(float(np.linalg.norm(v)), 1e-12)
+
+    def search(self, text: str | None = None, *, image: str | None = None,
+               image_id: str | None = None, vector: np.ndarray | None = None, k: int = 20
+               ) -> list[dict[str, Any]]:
+        """Top-``k`` images as dicts (rank, image_id, relpath, score), best first."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if image_id is not None:
+            hits = self.index.search_by_id(image_id, k)
+        else:
+            q = self.query_vector(text=text, image=image, vector=vector)
+            hits = self.index.search(q[None, :], k)[0]
+        return [{"rank": r + 1, "image_id": i, "relpath": self.relpaths.get(i), "score": s}
+                for r, (i, s) in enumerate(hits)]
+
+    # -- cluster and sample ----------------------------------------------------------------
+    def _embeddings(self, subset: str | None = None) -> tuple[list[str], np.ndarray]:
+        ids, vectors, _ = read_current_embeddings(self.store, self.model)
+        if subset is not None:
+            keep = self.subset_ids(subset)
+            mask = np.array([i in keep for i in ids], dtype=bool)
+            ids, vectors = [i for i, m in zip(ids, mask, strict=True) if m], vectors[mask]
+        return ids, vectors
+
+    def subset_ids(self, subset: str) -> set[str]:
+        """Images with subset flag ``subset`` set in the manifest (flags come from Phase IV)."""
+        table = present_images(self.manifest)
+        flags = [n for n in table.column_names if n.startswith("subset_")]
+        column = subset if subset.startswith("subset_") else f"subset_{subset}"
+        if column not in table.column_names:
+            raise ValueError(f"no subset flag {subset!r} in the manifest; available: "
+                             f"{[f.removeprefix('subset_') for f in flags] or 'none (run Phase IV)'}")
+        return set(table.filter(pc.fill_null(table[column], False))["image_id"].to_pylist())
+
+    def cluster(self, k: int = 100, *, seed: int = 0, niter: int = 20) -> list[dict[str, Any]]:
+        """Spherical k-means; writes indices/clusters/<model>-k<k>.parquet, returns per cluster
+        size and medoid image."""
+        from exoray.index import spherical_kmeans
+
+        ids, vectors = self._embeddings()
+        result = spherical_kmeans(vectors, k, seed=seed, niter=niter)
+        table = pa.table({"image_id": ids, "cluster": pa.array(result.assign, pa.int32()),
+                          "distance": pa.array(result.distance, pa.float32())})
+        with staging_file(suffix=".parquet") as local:
+            pq.write_table(table, local)
+            self.store.publish_file(local, layout.CLUSTERS, f"{self.model}-k{k}.parquet")
+        return [{"cluster": c, "size": int(result.sizes[c]),
+                 "medoid": ids[result.medoids[c]] if result.medoids[c] >= 0 else None,
+                 "members": [ids[r] for r in result.members(c)[:12]]}
+                for c in np.argsort(-result.sizes, kind="stable")]
+
+    def sample(self, n: int, *, method: str = "diverse", subset: str | None = None,
+               seed: int = 0) -> list[str]:
+        """``n`` image ids: ``diverse`` (k-center greedy), ``random`` or ``stratified``
+        (proportional per cluster); deterministic for a seed."""
+        from exoray.index import cluster_stratified_sample, kcenter_greedy, random_sample
+
+        if method not in SAMPLE_METHODS:
+            raise ValueError(f"unknown sample method {method!r}; choose one of {SAMPLE_METHODS}")
+        ids, vectors = self._embeddings(subset)
+        if not ids:
+            raise ValueError("nothing to sample from" + (f" in subset {subset!r}" if subset else ""))
+        if method == "random":
+            rows = random_sample(len(ids), n, seed)
+        elif method == "diverse":
+            rows = kcenter_greedy(vectors, n, seed=seed)
+        else:
+            rows = cluster_stratified_sample(vectors, n, seed=seed)
+        return [ids[r] for r in rows]
+
+    # -- display ---------------------------------------------------------------------------
+    def thumbnails(self, ids: list[str], *, size: int = 160, ncols: int = 6):
+        """A PIL image grid of ``ids`` (unreadable files become grey tiles)."""
+        return thumbnail_grid(self.store, ids, size=size, ncols=ncols)
+
+    def show(self, ids_or_results: list[Any], *, size: int = 160, ncols: int = 6):
+        """Render a thumbnail grid (in a notebook it displays inline) and return it."""
+        ids = [r["image_id"] if isinstance(r, dict) else r for r in ids_or_results]
+        grid = self.thumbnails(ids, size=size, ncols=ncols)
+        try:
+            from IPython.display import display
+        except ImportError:
+            return grid
+        display(grid)
+        return grid
+
+
+def thumbnail_grid(store: Store, ids: list[str], *, size: int = 160, ncols: int = 6):
+    from PIL import Image
+
+    root = Store(manifest_root(store) or store.uri(layout.DEFAULT_IMAGES))
+    manifest = read_manifest(store)
+    relpaths = dict(zip(manifest["image_id"].to_pylist(), manifest["relpath"].to_pylist(),
+                        strict=True)) if manifest is not None else {}
+    ncols = max(1, min(ncols, len(ids) or 1))
+    nrows = max(1, -(-len(ids) // ncols))
+    grid = Image.new("RGB", (ncols * size, nrows * size), (255, 255, 255))
+    for i, image_id in enumerate(ids):
+        tile = Image.new("RGB", (size, size), (200, 200, 200))
+        rel = relpaths.get(image_id)
+        if rel is not None:
+            try:
+                rgb = decode_image(root.read_bytes(rel), name=rel, max_side=size).rgb
+                thumb = Image.fromarray(rgb)
+                tile.paste(thumb, ((size - thumb.width) // 2, (size - thumb.height) // 2))
+            except (OSError, DecodeError):
+                tile.paste((230, 200, 200), (0, 0, size, size))  # unreadable now: a pink tile
+        grid.paste(tile, ((i % ncols) * size, (i // ncols) * size))
+    return grid

@@ -1,0 +1,321 @@
+"""decode_image / read_image_size: what a user would notice about good, odd and bad files."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from exoray.decode import (
+    DEFAULT_MAX_PIXELS,
+    DecodedImage,
+    DecodeError,
+    decode_image,
+    read_image_size,
+)
+
+
+def encode(im: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def photo(w: int = 360, h: int = 240, seed: int = 0) -> np.ndarray:
+    """Smooth colour gradients plus mild noise: compresses like a photo."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    rgb = np.stack([255 * xx / w, 255 * yy / h, 128 + 100 * np.sin(xx / 23 + yy / 31)], -1)
+    rgb += rng.normal(0, 6, rgb.shape)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A ~70-byte PNG whose header declares width x height (nothing after a few rows)."""
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(tag + body) & 0xFFFFFFFF
+        return len(body).to_bytes(4, "big") + tag + body + crc.to_bytes(4, "big")
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
+    idat = zlib.compress(bytes(1 + width // 8), 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+# --------------------------------------------------------------------------- good files
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP"])
+def test_common_formats_decode_to_rgb_uint8(fmt: str) -> None:
+    data = encode(Image.fromarray(photo()), fmt)
+    img = decode_image(data, name=f"a.{fmt.lower()}")
+    assert isinstance(img, DecodedImage)
+    assert img.rgb.shape == (240, 360, 3)
+    assert img.rgb.dtype == np.uint8
+    assert img.rgb.flags.c_contiguous and img.rgb.flags.writeable
+    assert (img.width, img.height) == (360, 240)
+    assert img.format == fmt
+    assert img.n_frames == 1
+    assert read_image_size(data) == (360, 240)
+
+
+def test_lossless_decode_is_exact() -> None:
+    arr = photo()
+    assert np.array_equal(decode_image(encode(Image.fromarray(arr), "PNG")).rgb, arr)
+
+
+def test_cmyk_red_stays_red() -> None:
+    data = encode(Image.new("CMYK", (40, 30), (0, 255, 255, 0)), "JPEG", quality=95)
+    img = decode_image(data)
+    assert img.mode == "CMYK"
+    r, g, b = img.rgb[15, 20].astype(int)
+    assert r > 240 and g < 15 and b < 15
+
+
+@pytest.mark.parametrize("dtype", ["<u2", ">u2"])
+def test_16bit_gray_is_scaled_by_range_not_clipped(dtype: str) -> None:
+    ramp = np.tile(np.linspace(0, 65535, 256).astype(dtype), (8, 1))
+    data = encode(Image.fromarray(ramp), "TIFF" if dtype == ">u2" else "PNG")
+    img = decode_image(data)
+    assert img.mode.startswith("I;16")
+    row = img.rgb[4, :, 0].astype(int)
+    assert row.min() == 0 and row.max() == 255
+    assert np.all(np.diff(row) >= 0)  # monotone: no wrap-around or clipping plateau
+    assert abs(row[128] - 128) <= 2  # linear: mid grey stays mid grey
+    assert np.array_equal(img.rgb[..., 0], img.rgb[..., 2])
+
+
+def test_32bit_int_and_float_images() -> None:
+    ramp = np.tile(np.linspace(0, 65535, 256), (4, 1))
+    as_int = decode_image(encode(Image.fromarray(ramp.astype(np.int32)), "TIFF"))
+    as_float = decode_image(encode(Image.fromarray((ramp / 65535).astype(np.float32)), "TIFF"))
+    for img in (as_int, as_float):
+        assert img.rgb.min() == 0 and img.rgb.max() == 255
+        assert np.all(np.diff(img.rgb[0, :, 1].astype(int)) >= 0)
+
+
+def test_transparent_pixels_become_white() -> None:
+    rgba = np.zeros((20, 20, 4), np.uint8)
+    rgba[..., 0] = 255  # red everywhere...
+    rgba[:10, :, 3] = 255  # ...opaque in the top half, transparent below
+    rgba[10:, :10, 3] = 128  # and half transparent bottom-left
+    img = decode_image(encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    assert img.mode == "RGBA"
+    assert tuple(img.rgb[0, 0]) == (255, 0, 0)
+    assert tuple(img.rgb[19, 19]) == (255, 255, 255)
+    assert tuple(img.rgb[19, 0]) == (255, 127, 127)  # 50 % red over white
+
+
+def test_la_and_palette_transparency_become_white() -> None:
+    la = np.zeros((10, 10, 2), np.uint8)  # black...
+    la[:5, :, 1] = 255  # ...opaque at the top only
+    img = decode_image(encode(Image.fromarray(la, "LA"), "PNG"))
+    assert tuple(img.rgb[0, 0]) == (0, 0, 0) and tuple(img.rgb[9, 9]) == (255, 255, 255)
+
+    pal = Image.new("P", (10, 10), 1)
+    pal.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)  # index 0 black, index 1 blue
+    pal.paste(0, (0, 0, 10, 5))
+    img = decode_image(encode(pal, "PNG", transparency=0))
+    assert img.mode == "P"
+    assert tuple(img.rgb[0, 0]) == (255, 255, 255)  # transparent index -> white, not black
+    assert tuple(img.rgb[9, 9]) == (0, 0, 255)
+
+
+def test_palette_without_transparency_and_bilevel() -> None:
+    pal = Image.fromarray(photo(64, 48)).quantize(16)
+    img = decode_image(encode(pal, "PNG"))
+    assert img.mode == "P"
+    assert np.abs(img.rgb.astype(int) - np.array(pal.convert("RGB")).astype(int)).max() == 0
+    bw = Image.new("1", (16, 8), 0)
+    bw.paste(1, (8, 0, 16, 8))
+    img = decode_image(encode(bw, "PNG"))
+    assert img.mode == "1"
+    assert tuple(img.rgb[0, 0]) == (0, 0, 0) and tuple(img.rgb[0, 15]) == (255, 255, 255)
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
+def test_animation_gives_first_frame_and_frame_count(fmt: str) -> None:
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    frames = [Image.new("RGB", (30, 20), c) for c in colours]
+    buf = io.BytesIO()
+    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], duration=100, lossless=True)
+    img = decode_image(buf.getvalue(), name=f"anim.{fmt.lower()}")
+    assert img.n_frames == 3
+    r, g, b = img.rgb[10, 15].astype(int)
+    assert r > 240 and g < 15 and b < 15
+
+
+# Where the red top-left marker of the *stored* pixels ends up once displayed, per orientation.
+_MARKER_CORNER = {
+    1: "top_left",
+    2: "top_right",
+    3: "bottom_right",
+    4: "bottom_left",
+    5: "top_left",
+    6: "top_right",
+    7: "bottom_right",
+    8: "bottom_left",
+}
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied(orientation: int) -> None:
+    stored = np.full((40, 80, 3), 40, np.uint8)  # 80 wide, 40 tall as stored
+    stored[:8, :8] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(Image.fromarray(stored), "JPEG", quality=95, exif=exif)
+    img = decode_image(data, name="rotated.jpg")
+    swapped = orientation >= 5
+    assert (img.width, img.height) == ((40, 80) if swapped else (80, 40))
+    assert img.rgb.shape[:2] == (img.height, img.width)
+    assert read_image_size(data) == (img.width, img.height)
+    red = np.argwhere((img.rgb[..., 0] > 200) & (img.rgb[..., 1] < 80))
+    cy, cx = red.mean(axis=0)
+    corner = ("top" if cy < img.height / 2 else "bottom") + (
+        "_left" if cx < img.width / 2 else "_right"
+    )
+    assert corner == _MARKER_CORNER[orientation]
+
+
+def test_exif_orientation_in_png() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(Image.fromarray(photo(60, 30)), "PNG", exif=exif)
+    img = decode_image(data)
+    assert (img.width, img.height) == (30, 60) and img.rgb.shape == (60, 30, 3)
+
+
+# --------------------------------------------------------------------------- reduced size
+
+
+def test_max_side_draft_matches_full_decode_plus_resize() -> None:
+    arr = photo(1600, 1000)
+    data = encode(Image.fromarray(arr), "JPEG", quality=90)
+    fast = decode_image(data, max_side=300)
+    assert fast.rgb.shape == (188, 300, 3)
+    assert (fast.width, fast.height) == (1600, 1000)  # full size is still reported
+    full = decode_image(data).rgb
+    reference = np.asarray(Image.fromarray(full).resize((300, 188), Image.Resampling.LANCZOS))
+    diff = np.abs(fast.rgb.astype(int) - reference.astype(int))
+    assert diff.mean() < 2.0
+    assert np.percentile(diff, 99) < 12
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_max_side_bounds_long_side_and_never_upscales(fmt: str) -> None:
+    data = encode(Image.fromarray(photo(500, 170)), fmt)
+    assert decode_image(data, max_side=100).rgb.shape == (34, 100, 3)
+    assert decode_image(data, max_side=5000).rgb.shape == (170, 500, 3)
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    rotated = encode(Image.fromarray(photo(500, 170)), "JPEG", exif=exif)
+    img = decode_image(rotated, max_side=100)
+    assert img.rgb.shape == (100, 34, 3) and (img.width, img.height) == (170, 500)
+
+
+# --------------------------------------------------------------------------- bad files
+
+
+def assert_decode_error(data: bytes, kind: str, name: str = "holiday/bad file.jpg") -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_image(data, name=name)
+    assert info.value.kind == kind, str(info.value)
+    assert name in str(info.value)
+
+
+def test_empty_bytes() -> None:
+    assert_decode_error(b"", "empty")
+    with pytest.raises(DecodeError, match="empty"):
+        read_image_size(b"", name="x.jpg")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "TIFF"])
+@pytest.mark.parametrize("keep", [0.3, 0.9])
+def test_truncated_files_are_errors_not_grey_images(fmt: str, keep: float) -> None:
+    data = encode(Image.fromarray(photo()), fmt)
+    assert_decode_error(data[: int(len(data) * keep)], "truncated")
+
+
+def test_truncated_progressive_jpeg() -> None:
+    data = encode(Image.fromarray(photo()), "JPEG", progressive=True)
+    assert_decode_error(data[: len(data) // 2], "truncated")
+
+
+def test_random_bytes_and_text_are_not_images() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        assert_decode_error(rng.bytes(int(rng.integers(1, 4000))), "not_image")
+    assert_decode_error(b"<!DOCTYPE html><html>not a photo</html>\n", "not_image", "page.png")
+    assert_decode_error(b"just some notes\n" * 40, "not_image", "notes.png")
+    with pytest.raises(DecodeError) as info:
+        read_image_size(b"hello", name="hello.png")
+    assert info.value.kind == "not_image"
+
+
+def test_decompression_bomb_is_refused_from_the_header() -> None:
+    data = png_header_only(30_000, 30_000)
+    assert len(data) < 1000
+    assert_decode_error(data, "bomb", "bomb.png")
+    with pytest.raises(DecodeError, match="max_pixels"):
+        decode_image(data, name="bomb.png")
+    assert read_image_size(data) == (30_000, 30_000)  # the header is readable, that is all
+
+
+def test_max_pixels_is_per_call() -> None:
+    data = encode(Image.fromarray(photo(100, 50)), "PNG")
+    with pytest.raises(DecodeError) as info:
+        decode_image(data, name="big.png", max_pixels=4999)
+    assert info.value.kind == "bomb" and "raise max_pixels" in str(info.value)
+    assert decode_image(data, max_pixels=5000).rgb.shape == (50, 100, 3)
+
+
+def test_pillow_global_bomb_limit_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pillow's own check warns above Image.MAX_IMAGE_PIXELS (an error in this test suite) and
+    # raises above twice that; decode_image applies only its own max_pixels.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    data = encode(Image.fromarray(photo(100, 50)), "PNG")
+    assert decode_image(data).rgb.shape == (50, 100, 3)
+    assert decode_image(encode(Image.fromarray(photo(100, 50)), "JPEG"), max_side=20).width == 100
+    assert DEFAULT_MAX_PIXELS == 100_000_000
+
+
+def test_corrupt_data_inside_a_valid_container() -> None:
+    data = bytearray(encode(Image.fromarray(photo()), "PNG", compress_level=1))
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # breaks the IDAT CRC/zlib stream
+    with pytest.raises(DecodeError) as info:
+        decode_image(bytes(data), name="damaged.png")
+    assert info.value.kind in ("corrupt", "truncated")
+    assert "damaged.png" in str(info.value)
+
+
+def test_decode_error_survives_pickling() -> None:
+    err = DecodeError("truncated", "a/b.jpg", "ends early")
+    copy = pickle.loads(pickle.dumps(err))
+    assert (copy.kind, copy.name, str(copy)) == (err.kind, err.name, str(err))
+
+
+def test_wrong_arguments_are_caller_errors() -> None:
+    with pytest.raises(TypeError, match="binary mode"):
+        decode_image("photo.jpg")  # type: ignore[arg-type]
+    data = encode(Image.fromarray(photo(20, 10)), "PNG")
+    with pytest.raises(ValueError, match="max_side"):
+        decode_image(data, max_side=0)
+    with pytest.raises(ValueError, match="max_pixels"):
+        decode_image(data, max_pixels=0)
+    with pytest.raises(ValueError, match="kind"):
+        DecodeError("weird", "x", "y")
+
+
+def test_concurrent_decoding_gives_identical_results() -> None:
+    blobs = [encode(Image.fromarray(photo(300, 200, seed=s)), "JPEG") for s in range(6)]
+    expected = [decode_image(b, max_side=128).rgb for b in blobs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda b: decode_image(b, max_side=128).rgb, blobs * 4))
+    for k, rgb in enumerate(results):
+        assert np.array_equal(rgb, expected[k % len(blobs)])
