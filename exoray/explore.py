@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from exoray import layout
 from exoray.backends_record import backend_kwargs_for
-from exoray.decode import DecodeError, decode_image
+from exoray.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from exoray.done import present_images
 from exoray.embeddings_store import read_current_embeddings
 from exoray.index_store import load_index
@@ -70,9 +70,12 @@ class Explorer:
                                  "(use --model clip, or search by --image / --id)")
             return self.backend.encode_text([text])[0]
         if image is not None:
+            from exoray.stages.embed import square_crop
+
             with open(image, "rb") as f:
-                rgb = decode_image(f.read(), name=image).rgb
-            return self.backend.embed_images([rgb])[0]
+                square = square_crop(f.read(), self.backend.input_size, name=image,
+                                     max_pixels=DEFAULT_MAX_PIXELS)
+            return self.backend({"image": square[None]})["embedding"][0]
         if image_id is not None:
             return self.index.vector(image_id)
         v = np.asarray(vector, dtype=np.float32).reshape(-1)

@@ -100,7 +100,9 @@ class ProgressMonitor:
         self._bar: Any = None
 
     def committed(self) -> int:
-        return sum(rows_of_run(self.store, f, self.run_id) for f in self.folders)
+        """Images finished: the most-advanced output (each image lands once per output) + errors."""
+        done = max((rows_of_run(self.store, f, self.run_id) for f in self.folders), default=0)
+        return done + rows_of_run(self.store, layout.ERRORS, self.run_id)
 
     def __enter__(self) -> ProgressMonitor:
         if self.enabled and self.total:
@@ -170,7 +172,7 @@ def execute(run: PhaseRun) -> RunResult:
                     num_gpus=stage.num_gpus or None,
                 )
             sink = make_part_sink(store.location, run.run_id, run.splitter, run.part_rows)
-            with ProgressMonitor(store, [run.outputs[0], layout.ERRORS], run.run_id,
+            with ProgressMonitor(store, run.outputs, run.run_id,
                                  run.todo.num_rows, run.phase, enabled=run.show_progress):
                 ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})
         status = "completed"
@@ -180,7 +182,7 @@ def execute(run: PhaseRun) -> RunResult:
     finally:
         job.status = status
         job.finished_at = now_utc()
-        job.processed = rows_of_run(store, run.outputs[0], run.run_id)
+        job.processed = max(rows_of_run(store, f, run.run_id) for f in run.outputs)
         job.errors = rows_of_run(store, layout.ERRORS, run.run_id)
         job.events = read_events(store, run.run_id)
         record_job(store, job)

@@ -109,23 +109,23 @@ def _kcenter(x: np.ndarray, n: int, first: int) -> np.ndarray:
 
 
 def _allocate(sizes: np.ndarray, n: int) -> np.ndarray:
-    """Split ``n`` picks over clusters of ``sizes``: one each first, then by largest remainder."""
+    """Split ``n`` picks over clusters of ``sizes``: one each first, then by largest remainder
+    (Hamilton's method), never more than a cluster holds."""
     sizes = np.asarray(sizes, dtype=np.int64)
     alloc = np.zeros(len(sizes), dtype=np.int64)
     nonempty = sizes > 0
     if n >= int(nonempty.sum()):
         alloc[nonempty] = 1
     remaining = n - int(alloc.sum())
-    while remaining > 0:
+    while remaining > 0:  # repeats only when a cluster's share exceeded its size
         room = sizes - alloc
         open_ = np.flatnonzero(room > 0)
         quota = remaining * sizes[open_] / sizes[open_].sum()
         take = np.minimum(np.floor(quota).astype(np.int64), room[open_])
-        if take.sum() == 0:
-            # Every quota is below 1: hand out single picks by largest fractional part.
-            best = np.argsort(-(quota - np.floor(quota)), kind="stable")[:remaining]
-            take = np.zeros(len(open_), dtype=np.int64)
-            take[best] = 1
+        left = remaining - int(take.sum())
+        by_remainder = np.argsort(-(quota - np.floor(quota)), kind="stable")
+        extra = by_remainder[take[by_remainder] < room[open_][by_remainder]][:left]
+        take[extra] += 1
         alloc[open_] += take
         remaining -= int(take.sum())
     return alloc

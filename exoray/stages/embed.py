@@ -66,8 +66,9 @@ class DecodeWorker:
         results = self.mapper.map(self._one, list(batch["relpath"]))
         n = len(results)
         images = np.zeros((n, self.side, self.side, 3), np.uint8)
-        errors = np.empty(n, dtype=object)
-        messages = np.empty(n, dtype=object)
+        # "" means no error: None in object columns turns into NaN/"nan" between Ray stages.
+        errors = np.full(n, "", dtype=object)
+        messages = np.full(n, "", dtype=object)
         for i, res in enumerate(results):
             if isinstance(res, ItemError):
                 errors[i], messages[i] = res.error, res.message
@@ -98,7 +99,7 @@ class EmbedWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         need = batch[f"need_{self.model}"].astype(bool) & np.array(
-            [e is None for e in batch["error"]], dtype=bool)
+            [not e for e in batch["error"]], dtype=bool)
         n = len(need)
         vectors = np.zeros((n, self.backend.dim), np.float32)
         if need.any():
@@ -142,7 +143,7 @@ class EmbeddingSplitter:
         self.models = models
 
     def __call__(self, table: pa.Table) -> tuple[dict[str, pa.Table], pa.Table | None]:
-        failed = pc.is_valid(table["error"])
+        failed = pc.fill_null(pc.not_equal(table["error"].cast(pa.string()), ""), False)
         ok = table.filter(pc.invert(failed))
         outputs = {}
         for m in self.models:

@@ -1,0 +1,468 @@
+"""Benchmark Phase II (cheap features) against what a user would otherwise run, on one machine.
+
+All contenders see the same synthetic 1-3 MP JPEGs with a warm page cache, in one run:
+
+* exoray: ``manifest.run`` + ``features.run`` on a fresh BASE, Ray (2 CPUs) started before timing;
+* a careful sequential loop computing the same columns with PIL + numpy + imagehash (full decode,
+  EXIF transpose, RGB; pixel statistics at the same 512 px working size exoray uses);
+* cleanvision ``Imagelab(data_path=...).find_issues()`` (run with its own interpreter, see
+  ``--cleanvision-python``; it uses 2 worker processes on a 2-core machine);
+* decode only: ``Image.open(p).convert("RGB")`` for every file, sequentially and with Pool(2).
+
+Then slow storage (``--latency-ms`` added to every file read, exoray in a subprocess whose
+``Store.read_bytes`` sleeps, installed by a ``sitecustomize`` hook that Ray workers inherit) and the
+driver's peak memory at 2k vs 20k (tiny) images.
+
+    python benchmarks/bench_features.py                    # n=2000, everything (~15 min, 2 cores)
+    python benchmarks/bench_features.py --n 300 --skip cleanvision memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import (
+    DEFAULT_WORKDIR,
+    bench_env,
+    image_files,
+    image_set,
+    linked_subset,
+    machine,
+    ratio_line,
+    start_ray,
+    timed,
+    warm_page_cache,
+)
+
+SECTIONS = ("baselines", "cleanvision", "exoray", "latency", "memory")
+WORKING_SIDE = 512  # exoray.cheap_features.WORKING_SIDE: the baseline uses the same working size
+
+# --------------------------------------------------------------------------- baselines
+
+
+def careful_features(path: str, latency_s: float = 0.0) -> dict[str, Any]:
+    """The Phase II columns the way a careful user writes them with PIL + numpy + imagehash."""
+    import imagehash
+    from PIL import Image, ImageOps
+
+    if latency_s:
+        time.sleep(latency_s)  # slow storage: every open pays the latency
+    with open(path, "rb") as f:
+        data = f.read()
+    with Image.open(io.BytesIO(data)) as im:
+        fmt, mode, n_frames = im.format, im.mode, getattr(im, "n_frames", 1)
+        upright = ImageOps.exif_transpose(im)  # full decode
+        rgb = upright.convert("RGB")
+    width, height = rgb.size
+    rgb.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)  # stats at working size
+    a = np.asarray(rgb, dtype=np.float32)
+    r, g, b = a[..., 0], a[..., 1], a[..., 2]
+    luma = 0.299 * r + 0.587 * g + 0.114 * b
+    luma8 = np.clip(luma + 0.5, 0, 255).astype(np.uint8)
+    hist = np.bincount(luma8.ravel(), minlength=256) / luma8.size
+    p = hist[hist > 0]
+    lap = (luma[1:-1, :-2] + luma[1:-1, 2:] + luma[:-2, 1:-1] + luma[2:, 1:-1]
+           - 4 * luma[1:-1, 1:-1])
+    grad = np.hypot(np.diff(luma, axis=1)[:-1, :], np.diff(luma, axis=0)[:, :-1])
+    rg, yb = r - g, 0.5 * (r + g) - b
+    spread = a.max(axis=2) - a.min(axis=2)
+    return {
+        "width": width, "height": height, "mode": mode, "format": fmt, "n_frames": n_frames,
+        "bytes": len(data), "aspect": width / height,
+        **{f"mean_{c}": float(a[..., i].mean()) for i, c in enumerate("rgb")},
+        **{f"std_{c}": float(a[..., i].std()) for i, c in enumerate("rgb")},
+        "brightness": float(luma.mean()) / 255, "contrast": float(luma.std()) / 255,
+        "saturation": float(np.asarray(rgb.convert("HSV"))[..., 1].mean()) / 255,
+        "colorfulness": float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())),
+        "entropy": float(-(p * np.log2(p)).sum()),
+        "sharpness": float(lap.var()),
+        "edge_density": float((grad > 50).mean()),
+        "is_grayscale": bool((spread > 24).mean() <= 0.005 and spread.mean() <= 4),
+        "content_hash": hashlib.blake2b(data, digest_size=16).hexdigest(),
+        "phash": str(imagehash.phash(rgb)),
+        "dhash": str(imagehash.dhash(rgb)),
+    }
+
+
+def decode_only(path: str) -> int:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB").size[0]
+
+
+def exoray_compute(path: str) -> int:
+    """exoray's per-image work without Ray: read + ``compute_features`` (for the breakdown)."""
+    from exoray.cheap_features import compute_features
+
+    with open(path, "rb") as f:
+        return len(compute_features(f.read(), name=path))
+
+
+def _import_pil(_: int) -> int:
+    import imagehash  # noqa: F401
+    from PIL import Image  # noqa: F401
+
+    return 0
+
+
+def run_baselines(files: list[Path], t: dict[str, float]) -> None:
+    paths = [str(f) for f in files]
+    print("baselines (warm page cache):", flush=True)
+    with timed("decode only, sequential", t):
+        for p in paths:
+            decode_only(p)
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold Ray threads
+    with ctx.Pool(2) as pool:
+        pool.map(_import_pil, range(4))  # workers started and imports done before timing
+        with timed("decode only, Pool(2)", t):
+            pool.map(decode_only, paths, chunksize=8)
+        with timed("careful PIL+numpy+imagehash loop, Pool(2)", t):
+            pool.map(careful_features, paths, chunksize=8)
+    with timed("careful PIL+numpy+imagehash loop, sequential", t):
+        for p in paths:
+            careful_features(p)
+    with timed("exoray compute_features, sequential, no Ray", t):
+        for p in paths:
+            exoray_compute(p)
+
+
+# --------------------------------------------------------------------------- cleanvision
+
+CLEANVISION_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    t0 = time.perf_counter()
+    from cleanvision import Imagelab
+    t1 = time.perf_counter()
+    lab = Imagelab(data_path=sys.argv[1])
+    lab.find_issues()
+    t2 = time.perf_counter()
+    summary = {r["issue_type"]: int(r["num_images"]) for r in lab.issue_summary.to_dict("records")}
+    print("CLEANVISION_RESULT " + json.dumps({"import_s": t1 - t0, "find_issues_s": t2 - t1,
+                                             "images": int(len(lab.issues)), "issues": summary}))
+""")
+
+
+def run_cleanvision(python: str, root: Path, timeout: float) -> dict[str, Any]:
+    out = subprocess.run([python, "-c", CLEANVISION_SCRIPT, str(root)], capture_output=True,
+                         text=True, timeout=timeout, check=False)
+    for line in out.stdout.splitlines():
+        if line.startswith("CLEANVISION_RESULT "):
+            return json.loads(line.split(" ", 1)[1])
+    raise RuntimeError(f"cleanvision failed (rc {out.returncode}):\n{out.stderr[-3000:]}")
+
+
+def cleanvision_seconds(args: argparse.Namespace, root: Path, n: int,
+                        t: dict[str, float]) -> float | None:
+    """find_issues() wall time on ``root``; over the cap, a subset's time scaled linearly."""
+    if not os.path.exists(args.cleanvision_python):
+        print(f"cleanvision: {args.cleanvision_python} not found, skipped (see README)")
+        return None
+    print(f"cleanvision ({args.cleanvision_python}):", flush=True)
+    try:
+        res = run_cleanvision(args.cleanvision_python, root, args.cleanvision_timeout)
+        seconds = res["find_issues_s"]
+        note = ""
+    except subprocess.TimeoutExpired:
+        sub = linked_subset(root, args.cleanvision_subset,
+                            Path(args.workdir) / f"cleanvision-subset-{args.cleanvision_subset}")
+        res = run_cleanvision(args.cleanvision_python, sub, args.cleanvision_timeout)
+        seconds = res["find_issues_s"] * n / res["images"]
+        note = (f"  (EXTRAPOLATED: > {args.cleanvision_timeout:.0f}s cap, measured on "
+                f"{res['images']} images and scaled linearly)")
+    t["cleanvision find_issues()"] = seconds
+    print(f"  {'cleanvision find_issues()':<52s} {seconds:9.2f} s{note}")
+    print(f"    ({res['images']} images, import {res['import_s']:.1f}s not counted; "
+          f"issues found: {res['issues']})")
+    return seconds
+
+
+# --------------------------------------------------------------------------- exoray in-process
+
+
+def run_exoray(root: Path, workdir: Path, t: dict[str, float]) -> None:
+    from pipelines import features, manifest
+
+    print("exoray (Ray started before timing):", flush=True)
+    t["ray.init(num_cpus=2)"] = start_ray(2)
+    print(f"  {'ray.init(num_cpus=2) [not counted]':<52s} {t['ray.init(num_cpus=2)']:9.2f} s")
+    base = Path(tempfile.mkdtemp(prefix="base-", dir=workdir))
+    try:
+        with timed("exoray manifest.run", t):
+            manifest.run(base, images=root)
+        with timed("exoray features.run", t):
+            result = features.run(base, show_progress=False)
+        t["exoray manifest + features"] = (t["exoray manifest.run"] + t["exoray features.run"])
+        print(f"  {'exoray manifest + features':<52s} {t['exoray manifest + features']:9.2f} s"
+              f"   [{result.processed} rows, {result.errors} errors]")
+        with timed("exoray features.run again (nothing to do)", t):
+            features.run(base, show_progress=False)
+    finally:
+        import ray
+
+        ray.shutdown()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- slow storage
+
+SITECUSTOMIZE = textwrap.dedent('''
+    """Benchmark hook: exoray.storage.Store.read_bytes sleeps EXORAY_BENCH_LATENCY_MS per call.
+
+    Patched lazily when exoray.storage is first imported (Ray workers inherit PYTHONPATH), and
+    every call appends one byte to EXORAY_BENCH_LATENCY_LOG so the benchmark can count them.
+    """
+    import os
+    import sys
+    import time
+
+    _MS = float(os.environ.get("EXORAY_BENCH_LATENCY_MS") or 0)
+    _LOG = os.environ.get("EXORAY_BENCH_LATENCY_LOG")
+
+
+    def _patch(module):
+        original = module.Store.read_bytes
+        delay = _MS / 1000.0
+
+        def read_bytes(self, *parts):
+            if delay:
+                time.sleep(delay)
+            if _LOG:
+                fd = os.open(_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    os.write(fd, b".")
+                finally:
+                    os.close(fd)
+            return original(self, *parts)
+
+        module.Store.read_bytes = read_bytes
+
+
+    class _Hook:
+        def find_spec(self, name, path, target=None):
+            if name != "exoray.storage":
+                return None
+            sys.meta_path.remove(self)
+            for finder in sys.meta_path:
+                spec = finder.find_spec(name, path, target) if hasattr(finder, "find_spec") else None
+                if spec is not None and spec.loader is not None:
+                    exec_module = spec.loader.exec_module
+
+                    def run(module, _exec=exec_module):
+                        _exec(module)
+                        _patch(module)
+
+                    spec.loader.exec_module = run
+                    return spec
+            return None
+
+
+    if _MS or _LOG:
+        sys.meta_path.insert(0, _Hook())
+''')
+
+
+def child_exoray(args: argparse.Namespace) -> None:
+    """Subprocess: time manifest + features on ``--images`` (Ray workers get the hook's env)."""
+    from pipelines import features, manifest
+
+    env_vars = {k: os.environ[k] for k in ("PYTHONPATH", "EXORAY_BENCH_LATENCY_MS",
+                                           "EXORAY_BENCH_LATENCY_LOG") if k in os.environ}
+    ray_s = start_ray(2, runtime_env={"env_vars": env_vars})
+    base = Path(args.base)
+    started = time.perf_counter()
+    manifest.run(base, images=args.images)
+    man_s = time.perf_counter() - started
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = features.run(base, show_progress=False)
+    total = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print("CHILD_RESULT " + json.dumps({
+        "ray_init_s": ray_s, "manifest_s": man_s, "total_s": total, "processed": result.processed,
+        "errors": result.errors, "maxrss_before_features_kb": before, "maxrss_kb": peak}))
+
+
+def spawn_child(args: argparse.Namespace, images: Path, *, latency_ms: float = 0.0,
+                log: Path | None = None) -> dict[str, Any]:
+    base = Path(tempfile.mkdtemp(prefix="base-", dir=args.workdir))
+    env = dict(os.environ)
+    if latency_ms or log:
+        site = Path(args.workdir) / "latency-site"
+        site.mkdir(parents=True, exist_ok=True)
+        (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
+        env["EXORAY_BENCH_LATENCY_MS"] = str(latency_ms)
+        if log is not None:
+            log.unlink(missing_ok=True)
+            env["EXORAY_BENCH_LATENCY_LOG"] = str(log)
+    cmd = [sys.executable, __file__, "--child", "--images", str(images), "--base", str(base),
+           "--workdir", str(args.workdir)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    for line in out.stdout.splitlines():
+        if line.startswith("CHILD_RESULT "):
+            return json.loads(line.split(" ", 1)[1])
+    raise RuntimeError(f"child run failed (rc {out.returncode}):\n{out.stderr[-4000:]}")
+
+
+def run_latency(args: argparse.Namespace, root: Path, t: dict[str, float]) -> None:
+    n = args.latency_n
+    ms = args.latency_ms
+    images = linked_subset(root, n, Path(args.workdir) / f"latency-subset-{n}")
+    files = image_files(images)
+    print(f"slow storage: {ms:g} ms per file read, {len(files)} images "
+          f"(--latency-n; the loop below alone takes ~{len(files) * ms / 1000:.0f}s of sleep):",
+          flush=True)
+    log = Path(args.workdir) / "latency-reads.log"
+    fast = spawn_child(args, images, log=log)
+    fast_reads = log.stat().st_size if log.exists() else 0
+    slow = spawn_child(args, images, latency_ms=ms, log=log)
+    slow_reads = log.stat().st_size if log.exists() else 0
+    t[f"exoray manifest + features, {len(files)} imgs, 0 ms"] = fast["total_s"]
+    t[f"exoray manifest + features, {len(files)} imgs, {ms:g} ms"] = slow["total_s"]
+    print(f"  {'exoray, no added latency':<52s} {fast['total_s']:9.2f} s   "
+          f"[{fast_reads} hooked reads]")
+    print(f"  {f'exoray, {ms:g} ms per read':<52s} {slow['total_s']:9.2f} s   "
+          f"[{slow_reads} hooked reads, each slept]")
+    if slow_reads < len(files):
+        print(f"  WARNING: only {slow_reads} of {len(files)} reads went through the hook; the "
+              "Ray workers did not all inherit it, so this comparison is not valid")
+    with timed("careful loop, sequential, no added latency", t):
+        for f in files:
+            careful_features(str(f))
+    with timed(f"careful loop, sequential, {ms:g} ms per open", t):
+        for f in files:
+            careful_features(str(f), latency_s=ms / 1000)
+    t["latency_exoray_slow"] = slow["total_s"]
+    t["latency_loop_slow"] = t[f"careful loop, sequential, {ms:g} ms per open"]
+
+
+# --------------------------------------------------------------------------- driver memory
+
+
+def run_memory(args: argparse.Namespace, t: dict[str, float]) -> None:
+    small = image_set(args.workdir, args.memory_n, seed=args.seed + 1, min_megapixels=0.0,
+                      max_megapixels=0.05)
+    copies = args.memory_copies
+    large = Path(args.workdir) / f"memory-x{copies}-{small.name}"
+    if not (large / ".complete").is_file():  # hard-linked copies: 10x the files, no new bytes
+        for k in range(copies):
+            for f in image_files(small):
+                target = large / f"copy{k}" / f.relative_to(small)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.exists():
+                    os.link(f, target)
+        (large / ".complete").write_text("ok")
+    n_small, n_large = len(image_files(small)), len(image_files(small)) * copies
+    print("driver peak memory (ru_maxrss of the driver process; tiny images <= 0.05 MP):",
+          flush=True)
+    rows = []
+    for label, images, n in (("small", small, n_small), ("large", large, n_large)):
+        res = spawn_child(args, images)
+        rows.append(res)
+        print(f"  {n:>7,} images: peak {res['maxrss_kb'] / 1024:7.1f} MiB "
+              f"(before features.run {res['maxrss_before_features_kb'] / 1024:.1f} MiB), "
+              f"{res['total_s']:.1f}s, {res['processed']:,} rows", flush=True)
+        t[f"driver maxrss MiB, {label}"] = res["maxrss_kb"] / 1024
+    ratio = rows[1]["maxrss_kb"] / rows[0]["maxrss_kb"]
+    t["driver maxrss ratio"] = ratio
+    print(f"  {'peak ratio ' + f'{n_large:,} / {n_small:,} images':<52s} {ratio:7.2f}x"
+          "   (expect ~1.0-1.3)")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="images (1-3 MP JPEGs)")
+    parser.add_argument("--workdir", default=DEFAULT_WORKDIR, help="image cache and scratch BASEs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--latency-n", type=int, default=500,
+                        help="images for the slow-storage comparison (the sequential loop pays "
+                             "n x latency of sleep)")
+    parser.add_argument("--memory-n", type=int, default=2000)
+    parser.add_argument("--memory-copies", type=int, default=10, help="large = copies x memory-n")
+    parser.add_argument("--cleanvision-python", default="/tmp/cv-venv/bin/python",
+                        help="an interpreter with cleanvision installed (not a project dependency)")
+    parser.add_argument("--cleanvision-timeout", type=float, default=900.0)
+    parser.add_argument("--cleanvision-subset", type=int, default=500)
+    parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--images", help=argparse.SUPPRESS)
+    parser.add_argument("--base", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    bench_env()
+    os.makedirs(args.workdir, exist_ok=True)
+    os.environ.setdefault("EXORAY_STAGING", os.path.join(args.workdir, "staging"))
+    if args.child:
+        child_exoray(args)
+        return
+
+    import cv2
+    import PIL
+    import ray
+
+    del cv2, PIL, ray  # imported for machine()'s version line
+    print(f"machine: {machine()}")
+    root = image_set(args.workdir, args.n, seed=args.seed)
+    files = image_files(root)
+    mb = warm_page_cache(files) / 1e6
+    print(f"images: {len(files)} JPEGs, {mb:.0f} MB, in {root} (page cache warmed)\n")
+    t: dict[str, float] = {}
+    if "baselines" not in args.skip:
+        run_baselines(files, t)
+    if "cleanvision" not in args.skip:
+        cleanvision_seconds(args, root, len(files), t)
+    if "exoray" not in args.skip:
+        run_exoray(root, Path(args.workdir), t)
+    if "latency" not in args.skip:
+        run_latency(args, root, t)
+    if "memory" not in args.skip:
+        run_memory(args, t)
+
+    ours = t.get("exoray manifest + features")
+    print("\nratios (baseline seconds / exoray seconds; > 1 means exoray is faster):")
+    if ours:
+        for label, key, goal in (
+            ("vs cleanvision find_issues()", "cleanvision find_issues()", ">= 3x"),
+            ("vs decode only, sequential", "decode only, sequential", ">= 0.67x (within 1.5x)"),
+            ("vs decode only, Pool(2)", "decode only, Pool(2)", ">= 0.67x (within 1.5x)"),
+            ("vs careful loop, sequential", "careful PIL+numpy+imagehash loop, sequential", ""),
+            ("vs careful loop, Pool(2)", "careful PIL+numpy+imagehash loop, Pool(2)", ""),
+            ("vs exoray's own compute, sequential, no Ray",
+             "exoray compute_features, sequential, no Ray", "~2x on 2 cores if Ray were free"),
+        ):
+            if key in t:
+                print(ratio_line(label, ours, t[key], goal))
+        print(f"  {'exoray images/s (manifest + features)':<52s} {len(files) / ours:7.1f}")
+    if "latency_exoray_slow" in t:
+        print(ratio_line(f"slow storage ({args.latency_ms:g} ms): vs careful loop, sequential",
+                         t["latency_exoray_slow"], t["latency_loop_slow"], ">= 8x"))
+    if "driver maxrss ratio" in t:
+        print(f"  {'driver peak memory, 10x images':<52s} {t['driver maxrss ratio']:7.2f}x"
+              "   (expect ~1.0-1.3)")
+    print(f"\n(driver ru_maxrss of this process: "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()

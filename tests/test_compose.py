@@ -1,0 +1,46 @@
+"""docker-compose.test.yml runs the README's set-up and test commands in a clean Python 3.11."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+FENCE = re.compile(r"^```[^\n`]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def _command_text(service: dict) -> str:
+    parts = [service.get("entrypoint") or [], service.get("command") or []]
+    return " ".join(p if isinstance(p, str) else " ".join(map(str, p)) for p in parts)
+
+
+def _python311_services() -> dict[str, dict]:
+    compose = yaml.safe_load((ROOT / "docker-compose.test.yml").read_text())
+    services = compose.get("services") or {}
+    return {name: s for name, s in services.items()
+            if re.match(r"^(docker\.io/)?(library/)?python:3\.11(?![0-9])", str(s.get("image", "")))}
+
+
+def test_compose_runs_setup_and_tests_in_python311():
+    services = _python311_services()
+    assert services, "no service with a python:3.11 image in docker-compose.test.yml"
+    runs_both = [name for name, s in services.items()
+                 if re.search(r"scripts/setup\.sh\b.*scripts/test\.sh\b", _command_text(s), re.DOTALL)]
+    assert runs_both, "no python:3.11 service runs scripts/setup.sh and then scripts/test.sh"
+
+
+def test_compose_scripts_exist():
+    for script in ("scripts/setup.sh", "scripts/test.sh"):
+        assert (ROOT / script).is_file(), script
+
+
+def test_readme_first_code_blocks_are_setup_and_test():
+    readme = ROOT / "README.md"
+    assert readme.is_file(), "README.md is missing"
+    blocks = FENCE.findall(readme.read_text())
+    assert len(blocks) >= 2, "README.md needs a set-up and a test code block first"
+    first, second = blocks[0], blocks[1]
+    assert "bash scripts/setup.sh" in first, first
+    assert "bash scripts/test.sh" in second, second

@@ -1,0 +1,159 @@
+"""The Colab notebooks, executed headless on a generated image set with the tiny models.
+
+Each run starts a fresh ``python3`` kernel on this interpreter (checked from inside the kernel),
+with BASE in a temp dir and everything offline. ``01`` then ``02`` share one BASE; ``02`` also runs
+alone on an empty BASE, where it has to do the manifest and features itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+pytestmark = pytest.mark.slow
+
+COLAB = Path(__file__).resolve().parents[1] / "colab"
+NOTEBOOKS = ["01_manifest_and_features.ipynb", "02_embeddings_and_search.ipynb"]
+PROBE = "import sys\nprint('KERNEL-PYTHON', sys.executable, sys.prefix, sep='|')"
+SHUTDOWN = "import ray\nray.shutdown()"
+CELL_TIMEOUT_S = 300
+
+
+def _uses_this_python(argv0: str) -> bool:
+    # jupyter_client substitutes its own interpreter for a bare "python"/"python3".
+    return argv0 in {"python", f"python{sys.version_info[0]}"} or (
+        os.path.abspath(argv0) == os.path.abspath(sys.executable))
+
+
+@pytest.fixture(scope="module")
+def kernel_env(tmp_path_factory):
+    """Environment for the kernels; a private python3 kernelspec when the default is elsewhere."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    env = dict(os.environ)
+    try:
+        argv0 = KernelSpecManager().get_kernel_spec("python3").argv[0]
+    except NoSuchKernel:
+        argv0 = ""
+    if not _uses_this_python(argv0):
+        root = tmp_path_factory.mktemp("jupyter")
+        spec_dir = root / "kernels" / "python3"
+        spec_dir.mkdir(parents=True)
+        (spec_dir / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python 3 (exoray tests)", "language": "python"}))
+        env["JUPYTER_PATH"] = os.pathsep.join(
+            p for p in (str(root), os.environ.get("JUPYTER_PATH", "")) if p)
+    env.update({"EXORAY_DEMO_N": "60", "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled",
+                "TQDM_DISABLE": "1"})
+    env.pop("EXORAY_MODELS", None)
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _run(name: str, base: Path, workdir: Path, env: dict[str, str], monkeypatch):
+    """Execute colab/<name> with BASE=base; returns the executed notebook."""
+    nb = nbformat.read(COLAB / name, as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(PROBE, id="test-probe"))
+    nb.cells.append(nbformat.v4.new_code_cell(SHUTDOWN, id="test-shutdown"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    # The kernelspec is looked up in this process, so JUPYTER_PATH must be set here too.
+    if "JUPYTER_PATH" in env:
+        monkeypatch.setenv("JUPYTER_PATH", env["JUPYTER_PATH"])
+    client = nbclient.NotebookClient(
+        nb, kernel_name="python3", timeout=CELL_TIMEOUT_S, startup_timeout=120,
+        resources={"metadata": {"path": str(workdir)}})
+    client.execute(env={**env, "EXORAY_BASE": str(base)})
+    probe = _text(nb.cells[0])
+    assert "KERNEL-PYTHON" in probe, probe
+    _, executable, prefix = probe.strip().split("|")
+    assert os.path.abspath(executable) == os.path.abspath(sys.executable), probe
+    assert os.path.abspath(prefix) == os.path.abspath(sys.prefix), probe
+    return nb
+
+
+def _text(cell) -> str:
+    chunks = []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream":
+            chunks.append(out.get("text", ""))
+        elif "data" in out:
+            chunks.append(out["data"].get("text/plain", ""))
+    return "".join(chunks)
+
+
+def _all_text(nb) -> str:
+    return "\n".join(_text(c) for c in nb.cells if c.cell_type == "code")
+
+
+def _png_count(nb) -> int:
+    return sum("image/png" in out.get("data", {})
+               for c in nb.cells if c.cell_type == "code" for out in c.get("outputs", []))
+
+
+def _assert_ran_clean(nb) -> None:
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        assert cell.execution_count is not None, cell.source
+        errors = [o for o in cell.outputs if o.get("output_type") == "error"]
+        assert not errors, (cell.source, errors)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_without_outputs(name):
+    nb = nbformat.read(COLAB / name, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code
+    for cell in code:
+        assert cell.outputs == [], f"{name}: outputs committed in {cell.source[:60]!r}"
+        assert cell.execution_count is None, f"{name}: execution_count in {cell.source[:60]!r}"
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def test_01_then_02_same_base(tmp_path, kernel_env, monkeypatch):
+    base = tmp_path / "base"
+    nb1 = _run(NOTEBOOKS[0], base, tmp_path / "work", kernel_env, monkeypatch)
+    _assert_ran_clean(nb1)
+    text1 = _all_text(nb1)
+    assert "generated" in text1 and "synthetic images" in text1
+    assert re.search(r"^features\s+\d+/60 done", text1, re.MULTILINE), text1[-3000:]
+    assert "groups:" in text1
+    assert _png_count(nb1) >= 3  # darkest, blurriest, one duplicate group
+
+    nb2 = _run(NOTEBOOKS[1], base, tmp_path / "work", kernel_env, monkeypatch)
+    _assert_ran_clean(nb2)
+    text2 = _all_text(nb2)
+    assert "generated" not in text2  # reused the images of notebook 01
+    assert "features already done" in text2
+    _assert_02_outputs(nb2, text2)
+
+
+def test_02_alone(tmp_path, kernel_env, monkeypatch):
+    nb = _run(NOTEBOOKS[1], tmp_path / "base", tmp_path / "work", kernel_env, monkeypatch)
+    _assert_ran_clean(nb)
+    text = _all_text(nb)
+    assert "generated" in text
+    assert "features already done" not in text
+    _assert_02_outputs(nb, text)
+
+
+def _assert_02_outputs(nb, text: str) -> None:
+    assert "models: ['clip:tiny', 'dino:tiny']" in text
+    assert re.search(r"^clip: \w+ index of \d+", text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^features\s+\d+/60 done", text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^embed:clip\s+\d+/60 done", text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^embed:dino\s+\d+/60 done", text, re.MULTILINE), text[-3000:]
+    assert "cluster sizes:" in text
+    # text search, image search, cluster medoids, cluster members, diverse sample
+    assert _png_count(nb) >= 5
