@@ -8,6 +8,7 @@ Events are rare, so the small writes do not matter even on Drive.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -17,8 +18,10 @@ EVENTS = "logs/events"
 
 
 def record_event(store: Store, run_id: str, event: dict[str, Any]) -> None:
-    name = f"{run_id}-{uuid.uuid4().hex[:8]}.json"
-    store.write_bytes_atomic(json.dumps(event, default=str).encode(), EVENTS, name)
+    stamp = time.time_ns()
+    name = f"{run_id}-{stamp}-{uuid.uuid4().hex[:6]}.json"
+    payload = {"time_ns": stamp, **event}
+    store.write_bytes_atomic(json.dumps(payload, default=str).encode(), EVENTS, name)
 
 
 def read_events(store: Store, run_id: str) -> list[dict[str, Any]]:
@@ -26,4 +29,4 @@ def read_events(store: Store, run_id: str) -> list[dict[str, Any]]:
     for entry in store.list_files(EVENTS, suffix=".json"):
         if entry.relpath.startswith(run_id + "-"):
             events.append(json.loads(store.read_bytes(EVENTS, entry.relpath)))
-    return events
+    return sorted(events, key=lambda e: e.get("time_ns", 0))

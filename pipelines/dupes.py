@@ -41,8 +41,8 @@ def run(base: str | os.PathLike[str], *, max_distance: int = 6, model: str | Non
     tables = [find_hash_duplicates(feats["image_id"].to_pylist(), feats["content_hash"].to_pylist(),
                                    feats["phash"].to_pylist(), max_distance=max_distance)]
     if model is not None:
-        from exoray.embeddings_store import read_current_embeddings
         from exoray.dupes import find_embedding_duplicates
+        from exoray.embeddings_store import read_current_embeddings
 
         ids, vectors, _ = read_current_embeddings(store, model)
         tables.append(find_embedding_duplicates(ids, vectors, threshold=threshold))

@@ -115,8 +115,6 @@ def test_cluster_and_sample(embedded):
     clusters = ex.cluster(5, seed=1)
     n = len(read_current_embeddings(Store(str(base)), "dino")[0])
     assert sum(c["size"] for c in clusters) == n and len(clusters) == 5
-    table = read_parts(Store(str(base)), layout.CLUSTERS) if False else None
-    assert table is None
     assert Store(str(base)).exists(layout.CLUSTERS, "dino-k5.parquet")
     a = ex.sample(10, seed=3)
     assert a == ex.sample(10, seed=3) and len(set(a)) == 10

@@ -86,3 +86,24 @@ def test_features_survive_kill_9(synth_set, tmp_path):
     for col in ("phash", "content_hash", "width", "sharpness"):
         assert fk[col].equals(fc[col]), col
     assert pc.count_distinct(fk["run_id"]).as_py() == 2  # work from before the kill was kept
+
+
+EMBED_ARGS = ["--model", "clip:tiny", "--model", "dino:tiny", "--part-rows", "10",
+              "--batch-size", "4", "-q"]
+
+
+def test_embed_survives_kill_9(synth_set, tmp_path, monkeypatch):
+    monkeypatch.setenv("EXORAY_MODELS_DIR", str(tmp_path / "models"))
+    root, truth = synth_set
+    base = tmp_path / "killed"
+    manifest.run(base, images=root)
+    kill_after_first_part(base, layout.embeddings_folder("dino"), ["embed", str(base), *EMBED_ARGS])
+    run_to_end("embed", str(base), *EMBED_ARGS)
+    store = Store(str(base))
+    good = sorted(r["image_id"] for r in read_manifest(store).to_pylist()
+                  if not truth["images"][r["relpath"]]["corrupt"])
+    for model in ("clip", "dino"):
+        ids = sorted(read_parts(store, layout.embeddings_folder(model))["image_id"].to_pylist())
+        assert ids == good, f"{model}: every good image exactly once after kill + rerun"
+    errs = read_errors(store, "embed")["image_id"].to_pylist()
+    assert len(errs) == len(set(errs)) == len(truth["images"]) - len(good)

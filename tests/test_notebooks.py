@@ -19,8 +19,6 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-pytestmark = pytest.mark.slow
-
 COLAB = Path(__file__).resolve().parents[1] / "colab"
 NOTEBOOKS = ["01_manifest_and_features.ipynb", "02_embeddings_and_search.ipynb"]
 PROBE = "import sys\nprint('KERNEL-PYTHON', sys.executable, sys.prefix, sep='|')"
@@ -121,6 +119,7 @@ def test_committed_without_outputs(name):
     assert nb.metadata["kernelspec"]["name"] == "python3"
 
 
+@pytest.mark.slow
 def test_01_then_02_same_base(tmp_path, kernel_env, monkeypatch):
     base = tmp_path / "base"
     nb1 = _run(NOTEBOOKS[0], base, tmp_path / "work", kernel_env, monkeypatch)
@@ -139,6 +138,7 @@ def test_01_then_02_same_base(tmp_path, kernel_env, monkeypatch):
     _assert_02_outputs(nb2, text2)
 
 
+@pytest.mark.slow
 def test_02_alone(tmp_path, kernel_env, monkeypatch):
     nb = _run(NOTEBOOKS[1], tmp_path / "base", tmp_path / "work", kernel_env, monkeypatch)
     _assert_ran_clean(nb)
