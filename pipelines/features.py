@@ -52,9 +52,9 @@ def run(
     if part_rows < 1 or batch_size < 1:
         raise ValueError("part_rows and batch_size must be positive integers")
     store = Store(base)
-    shape = ensure_ray()
     sweep_outputs(store, [layout.FEATURES])
     pending = todo(store, retry_errors=retry_errors)
+    shape = ensure_ray()
     root = manifest_root(store)
     plan = actor_pool_plan(shape, max_actors=max_actors)
     stage = Stage(
