@@ -33,3 +33,17 @@ def read_errors(store: Store, phase: str | None = None) -> pa.Table:
     if phase is not None and table.num_rows:
         table = table.filter(pc.equal(table["phase"], phase))
     return table
+
+
+def error_rows(failed: pa.Table, phase: str) -> pa.Table:
+    """Errors-table rows from a stage's failed rows (image_id, relpath, fingerprint, error,
+    message, run_id columns)."""
+    from exoray.jobs import now_utc
+
+    n = failed.num_rows
+    return pa.table({
+        "image_id": failed["image_id"], "relpath": failed["relpath"],
+        "fingerprint": failed["fingerprint"], "phase": pa.array([phase] * n, pa.string()),
+        "error": failed["error"], "message": failed["message"], "run_id": failed["run_id"],
+        "time": pa.array([now_utc()] * n, ERROR_SCHEMA.field("time").type),
+    }, schema=ERROR_SCHEMA)

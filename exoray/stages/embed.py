@@ -16,10 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from exoray import layout
-from exoray.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, read_image_size
-from exoray.errors_table import ERROR_SCHEMA
-from exoray.jobs import now_utc
-from exoray.stages.reading import ItemError, ThreadedMapper, read_image_bytes
+from exoray.decode import DEFAULT_MAX_PIXELS, decode_image, read_image_size
+from exoray.errors_table import error_rows
+from exoray.stages.reading import ItemError, ThreadedMapper, process_file
 from exoray.storage import Store
 
 PHASE = "embed"
@@ -52,15 +51,8 @@ class DecodeWorker:
         self.mapper = ThreadedMapper(io_threads)
 
     def _one(self, relpath: str) -> np.ndarray | ItemError:
-        data = read_image_bytes(self.root, relpath)
-        if isinstance(data, ItemError):
-            return data
-        try:
-            return square_crop(data, self.side, name=relpath, max_pixels=self.max_pixels)
-        except DecodeError as exc:
-            return ItemError(exc.kind, str(exc))
-        except Exception as exc:  # noqa: BLE001 - one bad image must never cost the batch
-            return ItemError("internal", f"{relpath}: {type(exc).__name__}: {exc}")
+        return process_file(self.root, relpath, lambda data, name: square_crop(
+            data, self.side, name=name, max_pixels=self.max_pixels))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.mapper.map(self._one, list(batch["relpath"]))
@@ -160,14 +152,6 @@ class EmbeddingSplitter:
                 "vector": vector_array(vectors),
                 "run_id": rows["run_id"],
             })
-        errors = None
         bad = table.filter(failed)
-        if bad.num_rows:
-            errors = pa.table({
-                "image_id": bad["image_id"], "relpath": bad["relpath"],
-                "fingerprint": bad["fingerprint"],
-                "phase": pa.array([PHASE] * bad.num_rows, pa.string()),
-                "error": bad["error"], "message": bad["message"], "run_id": bad["run_id"],
-                "time": pa.array([now_utc()] * bad.num_rows, ERROR_SCHEMA.field("time").type),
-            }, schema=ERROR_SCHEMA)
+        errors = error_rows(bad, PHASE) if bad.num_rows else None
         return outputs, errors

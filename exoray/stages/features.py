@@ -9,10 +9,9 @@ import pyarrow.compute as pc
 
 from exoray import __version__
 from exoray.cheap_features import FEATURE_COLUMNS, compute_features
-from exoray.decode import DEFAULT_MAX_PIXELS, DecodeError
-from exoray.errors_table import ERROR_SCHEMA
-from exoray.jobs import now_utc
-from exoray.stages.reading import ItemError, ThreadedMapper, read_image_bytes
+from exoray.decode import DEFAULT_MAX_PIXELS
+from exoray.errors_table import error_rows
+from exoray.stages.reading import ItemError, ThreadedMapper, process_file
 from exoray.storage import Store
 
 PHASE = "features"
@@ -23,16 +22,8 @@ STAGE_SCHEMA = pa.schema(list(FEATURES_SCHEMA) + [("error", pa.string()), ("mess
 
 
 def features_for_file(root: Store, relpath: str, max_pixels: int) -> dict[str, Any] | ItemError:
-    data = read_image_bytes(root, relpath)
-    if isinstance(data, ItemError):
-        return data
-    try:
-        return compute_features(data, name=relpath, max_pixels=max_pixels)
-    except DecodeError as exc:
-        return ItemError(exc.kind, str(exc))
-    except Exception as exc:  # noqa: BLE001 - one bad image must never cost the batch
-        return ItemError("internal", f"{relpath}: {type(exc).__name__}: {exc}; please report this "
-                                     "file to the exoray issue tracker")
+    return process_file(root, relpath,
+                        lambda data, name: compute_features(data, name=name, max_pixels=max_pixels))
 
 
 class FeatureWorker:
@@ -69,13 +60,5 @@ def split_feature_rows(table: pa.Table) -> tuple[dict[str, pa.Table], pa.Table |
     failed = pc.is_valid(table["error"])
     ok = table.filter(pc.invert(failed)).select(FEATURES_SCHEMA.names).cast(FEATURES_SCHEMA)
     bad = table.filter(failed)
-    errors = None
-    if bad.num_rows:
-        errors = pa.table({
-            "image_id": bad["image_id"], "relpath": bad["relpath"],
-            "fingerprint": bad["fingerprint"],
-            "phase": pa.array([PHASE] * bad.num_rows, pa.string()),
-            "error": bad["error"], "message": bad["message"], "run_id": bad["run_id"],
-            "time": pa.array([now_utc()] * bad.num_rows, ERROR_SCHEMA.field("time").type),
-        }, schema=ERROR_SCHEMA)
+    errors = error_rows(bad, PHASE) if bad.num_rows else None
     return {layout.FEATURES: ok}, errors

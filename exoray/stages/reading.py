@@ -7,9 +7,10 @@ concurrently; the threads also overlap decoding (PIL and OpenCV release the GIL)
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from exoray.storage import Store
 
@@ -36,6 +37,25 @@ def read_image_bytes(root: Store, relpath: str) -> bytes | ItemError:
         return ItemError("permission", f"{relpath}: cannot be read ({exc}); fix its permissions")
     except OSError as exc:
         return ItemError("io", f"{relpath}: read failed ({exc}); it will be retried next run")
+
+
+T = TypeVar("T")
+
+
+def process_file(root: Store, relpath: str, fn: Callable[[bytes, str], T]) -> T | ItemError:
+    """Read ``relpath`` and apply ``fn(data, relpath)``; every failure becomes an ItemError."""
+    from exoray.decode import DecodeError
+
+    data = read_image_bytes(root, relpath)
+    if isinstance(data, ItemError):
+        return data
+    try:
+        return fn(data, relpath)
+    except DecodeError as exc:
+        return ItemError(exc.kind, str(exc))
+    except Exception as exc:  # noqa: BLE001 - one bad image must never cost the batch
+        return ItemError("internal", f"{relpath}: {type(exc).__name__}: {exc}; please report this "
+                                     "file to the exoray issue tracker")
 
 
 class ThreadedMapper:
