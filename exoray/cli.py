@@ -37,7 +37,8 @@ def cmd_features(args: argparse.Namespace) -> int:
     from pipelines import features
 
     result = features.run(args.base, retry_errors=args.retry_errors, part_rows=args.part_rows,
-                          batch_size=args.batch_size, show_progress=not args.quiet)
+                          batch_size=args.batch_size, max_pixels=args.max_pixels,
+                          show_progress=not args.quiet)
     print(result)
     return 0
 
@@ -56,6 +57,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     st = collect_status(args.base)
     print(st.to_json() if args.json else format_status(st))
+    return 0
+
+
+def cmd_errors(args: argparse.Namespace) -> int:
+    from exoray.errors_table import read_errors
+    from exoray.storage import Store
+
+    table = read_errors(Store(args.base), args.phase)
+    rows = table.select(["phase", "relpath", "error", "message", "run_id"]).to_pylist()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['phase']:<9} {r['error']:<11} {r['message']}")
+    print(f"{len(rows)} error rows" + (f" for phase {args.phase}" if args.phase else ""))
     return 0
 
 
@@ -93,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-errors", action="store_true", help="process images that failed before")
     p.add_argument("--part-rows", type=_positive_int, default=1000, help="rows per parquet part")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="images per actor batch")
+    p.add_argument("--max-pixels", type=_positive_int, default=100_000_000,
+                   help="larger images are refused as decompression bombs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_features)
 
@@ -108,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("base")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("errors", help="list the images a phase could not process, and why")
+    p.add_argument("base")
+    p.add_argument("--phase", help="features, embed, ... (default: all)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_errors)
 
     p = sub.add_parser("synth", help="write a synthetic image set with ground truth")
     p.add_argument("dir")

@@ -23,7 +23,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     result = embeddings.run(args.base, args.model or ["clip", "dino"],
                             checkpoints=_checkpoints(args.checkpoint), batch_size=args.batch_size,
                             device=args.device, retry_errors=args.retry_errors,
-                            part_rows=args.part_rows, show_progress=not args.quiet)
+                            part_rows=args.part_rows, max_pixels=args.max_pixels,
+                            show_progress=not args.quiet)
     print(result)
     for event in result.events:
         print(f"  event: {event}")
@@ -96,6 +97,8 @@ def add_explore_commands(sub: Any) -> None:
     p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
     p.add_argument("--retry-errors", action="store_true")
     p.add_argument("--part-rows", type=int, default=1000)
+    p.add_argument("--max-pixels", type=int, default=100_000_000,
+                   help="larger images are refused as decompression bombs")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(handler=cmd_embed)
 

@@ -48,7 +48,7 @@ _FIXES = {
     "empty": "the file has no bytes; re-copy or re-export it",
     "truncated": "the file ends early (interrupted copy or download); re-copy or re-export it",
     "not_image": "the bytes are not an image format Pillow can read; remove or convert the file",
-    "bomb": "raise max_pixels if the image is genuine, otherwise remove it",
+    "bomb": "raise --max-pixels if the image is genuine, otherwise remove it",
     "unsupported": "convert the file to PNG or JPEG (or install the Pillow plugin for it)",
     "corrupt": "the image data is damaged; re-export the file or remove it",
 }

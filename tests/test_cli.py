@@ -8,7 +8,7 @@ import pytest
 
 from exoray.cli import build_parser, main
 
-COMMANDS = ["manifest", "features", "dupes", "status", "synth", "demo", "embed", "index",
+COMMANDS = ["manifest", "features", "dupes", "status", "errors", "synth", "demo", "embed", "index",
             "search", "cluster", "sample"]
 
 
