@@ -83,3 +83,14 @@ def test_done_set_of_a_million_ids_is_fast(tmp_path):
     for k in range(20):
         write_part(store, "f", table(ids[k * 1000:(k + 1) * 1000]), run_id="r", task=k, seq="00")
     assert len(done_keys(store, "f")) == 20_000
+
+
+def test_reading_parts_quarantines_corrupt_ones_so_their_images_are_redone(store, tmp_path):
+    write_part(store, "f", table(["a", "b"]), run_id="r1", task=0, seq="01")
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet at all")
+    store.publish_file(str(bad), "f", "part-r2-00000-02-n3.parquet")
+    assert sweep(store, "f", verify=False) == {"removed_temporary": 0, "quarantined": 0}
+    assert sorted(done_keys(store, "f").to_pylist()) == ["a|1-1", "b|1-1"]
+    assert [p.run_id for p in list_parts(store, "f")] == ["r1"]
+    assert store.exists("quarantine", "f", "part-r2-00000-02-n3.parquet")
