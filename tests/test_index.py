@@ -33,6 +33,15 @@ DIM = 128
 GiB = 1024**3
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_faiss_thread():
+    """faiss's OpenMP spin-waits badly on an oversubscribed test machine; one thread is steady."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
     """(base vectors, held-out queries) from the same 40 planted clusters."""
@@ -210,13 +219,13 @@ def test_search_by_id_excludes_self(
 
 def test_search_by_id_on_bare_ivfpq_uses_direct_map(data: tuple[np.ndarray, np.ndarray]) -> None:
     base = data[0][:5000]
-    ivf = faiss.IndexIVFPQ(faiss.IndexFlatIP(DIM), DIM, 32, 32, 8, faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.IndexIVFPQ(faiss.IndexFlatIP(DIM), DIM, 16, 16, 8, faiss.METRIC_INNER_PRODUCT)
     ivf.train(base)
     ivf.add(base)
     ivf.nprobe = 8
     vi = VectorIndex(ivf, ids_for(5000))
     assert vi.kind == "ivfpq"
-    assert float(vi.vector("img/000010.jpg") @ base[10]) > 0.95
+    assert float(vi.vector("img/000010.jpg") @ base[10]) > 0.8
     assert len(vi.search_by_id("img/000010.jpg", 3)) == 3
 
 

@@ -63,15 +63,9 @@ def spherical_kmeans(
             f"k={k} clusters requested but only n={n} vectors given; choose 1 <= k <= {n}"
         )
     rng = np.random.default_rng(seed)
-    best: tuple[float, np.ndarray, np.ndarray, np.ndarray] | None = None
-    for _ in range(int(nredo)):
-        centroids = _train(x, int(k), _kmeanspp(x, int(k), rng), seed=int(seed), niter=int(niter))
-        sims, assign = _assign(x, centroids)
-        score = float(sims.sum(dtype=np.float64))
-        if best is None or score > best[0]:
-            best = (score, centroids, sims, assign)
-    assert best is not None  # nredo >= 1 was checked above
-    _, centroids, sims, assign = best
+    runs = (_run(x, int(k), rng, seed=int(seed), niter=int(niter)) for _ in range(int(nredo)))
+    # Highest total cosine to the centroids wins; ties keep the earliest run.
+    _, centroids, sims, assign = max(runs, key=lambda run: run[0])
     distance = (1.0 - sims).astype(np.float32)
     return ClusterResult(
         assign=assign,
@@ -80,6 +74,15 @@ def spherical_kmeans(
         sizes=np.bincount(assign, minlength=k).astype(np.int64),
         medoids=_medoids(assign, distance, int(k)),
     )
+
+
+def _run(
+    x: np.ndarray, k: int, rng: np.random.Generator, *, seed: int, niter: int
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """One seeding + training: (total cosine, centroids, per-row cosine, assignment)."""
+    centroids = _train(x, k, _kmeanspp(x, k, rng), seed=seed, niter=niter)
+    sims, assign = _assign(x, centroids)
+    return float(sims.sum(dtype=np.float64)), centroids, sims, assign
 
 
 def _train(x: np.ndarray, k: int, init: np.ndarray, *, seed: int, niter: int) -> np.ndarray:

@@ -14,8 +14,6 @@ import numpy as np
 from exoray.index._faiss import require_faiss
 from exoray.index.faiss_index import (
     IndexPaths,
-    _as_id_array,
-    _check_unique,
     add_to_index,
     build_index,
     index_kind,
@@ -23,7 +21,8 @@ from exoray.index.faiss_index import (
     save_index_dir,
     search_index,
 )
-from exoray.index.vectors import as_matrix
+from exoray.index.ids import as_id_array, check_unique_ids
+from exoray.index.vectors import as_matrix, l2_normalize
 
 if TYPE_CHECKING:
     import faiss
@@ -41,11 +40,12 @@ class VectorIndex:
         image_ids: list[str] | np.ndarray,
         meta: dict[str, Any] | None = None,
     ) -> None:
-        ids = _as_id_array(image_ids)
+        ids = as_id_array(image_ids)
         if len(ids) != index.ntotal:
             raise ValueError(
                 f"{len(ids)} image_ids given for an index of {index.ntotal} vectors; they must match"
             )
+        check_unique_ids(ids)
         self.index = index
         self.ids = ids
         self.meta: dict[str, Any] = dict(meta or {})
@@ -65,12 +65,11 @@ class VectorIndex:
         seed: int = 0,
     ) -> VectorIndex:
         """Build an index of ``kind`` over ``vectors`` whose row i is ``image_ids[i]``."""
-        ids = _as_id_array(image_ids)
+        ids = as_id_array(image_ids)
         if len(ids) != len(vectors):
             raise ValueError(
                 f"{len(ids)} image_ids given for {len(vectors)} vectors; they must match"
             )
-        _check_unique(ids)
         return cls(build_index(vectors, kind, seed=seed), ids, meta)
 
     @classmethod
@@ -127,8 +126,10 @@ class VectorIndex:
         return hits[:k]
 
     def vector(self, image_id: str) -> np.ndarray:
-        """The stored (possibly quantised) unit vector of ``image_id``."""
-        row = self.row_of(image_id)
+        """The stored vector of ``image_id``, re-normalised (quantised kinds drift off norm 1)."""
+        return l2_normalize(self._reconstruct(self.row_of(image_id)))
+
+    def _reconstruct(self, row: int) -> np.ndarray:
         try:
             return self.index.reconstruct(row)
         except RuntimeError as first:
@@ -169,12 +170,12 @@ class VectorIndex:
         Ids already in the index are rejected: re-embedding an image means a rebuild, since
         faiss rows cannot be replaced in place for every kind.
         """
-        ids = _as_id_array(image_ids)
+        ids = as_id_array(image_ids)
         x = as_matrix(vectors, dim=self.dim)
         if len(ids) != len(x):
             raise ValueError(f"{len(ids)} image_ids given for {len(x)} vectors; they must match")
         rows = self._row_map()
-        _check_unique(ids, rows)
+        check_unique_ids(ids, rows)
         start = len(self)
         add_to_index(self.index, x)
         self.ids = np.concatenate([self.ids, ids])
