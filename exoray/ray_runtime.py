@@ -36,8 +36,19 @@ def ensure_ray() -> ClusterShape:
                 configure_logging=False,
                 log_to_driver=True,
             )
+            _wait_for_resources(ray)
     res = ray.cluster_resources()
     return ClusterShape(cpus=float(res.get("CPU", 1.0)), gpus=float(res.get("GPU", 0.0)))
+
+
+def _wait_for_resources(ray, timeout: float = 10.0) -> None:
+    """A fresh local Ray reports its CPUs a moment after init; Ray Data warns (wrongly) that the
+    cluster has none if a pipeline starts before then."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not ray.available_resources().get("CPU") and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 @dataclass(frozen=True)
