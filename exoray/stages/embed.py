@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from exoray import layout
 from exoray.decode import DEFAULT_MAX_PIXELS, decode_image, read_image_size
 from exoray.errors_table import error_rows
-from exoray.stages.reading import ItemError, ThreadedMapper, process_file
+from exoray.stages.reading import ItemError, PrefetchingReader
 from exoray.storage import Store
 
 PHASE = "embed"
@@ -45,17 +45,15 @@ class DecodeWorker:
 
     def __init__(self, image_root: str, side: int, max_pixels: int = DEFAULT_MAX_PIXELS,
                  io_threads: int | None = None) -> None:
-        self.root = Store(image_root)
         self.side = side
         self.max_pixels = max_pixels
-        self.mapper = ThreadedMapper(io_threads)
+        self.reader = PrefetchingReader(Store(image_root), io_threads)
 
-    def _one(self, relpath: str) -> np.ndarray | ItemError:
-        return process_file(self.root, relpath, lambda data, name: square_crop(
-            data, self.side, name=name, max_pixels=self.max_pixels))
+    def _crop(self, data: bytes, name: str) -> np.ndarray:
+        return square_crop(data, self.side, name=name, max_pixels=self.max_pixels)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = self.mapper.map(self._one, list(batch["relpath"]))
+        results = self.reader.map(list(batch["relpath"]), self._crop)
         n = len(results)
         images = np.zeros((n, self.side, self.side, 3), np.uint8)
         # "" means no error: None in object columns turns into NaN/"nan" between Ray stages.

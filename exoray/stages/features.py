@@ -11,7 +11,7 @@ from exoray import __version__
 from exoray.cheap_features import FEATURE_COLUMNS, compute_features
 from exoray.decode import DEFAULT_MAX_PIXELS
 from exoray.errors_table import error_rows
-from exoray.stages.reading import ItemError, ThreadedMapper, process_file
+from exoray.stages.reading import ItemError, PrefetchingReader
 from exoray.storage import Store
 
 PHASE = "features"
@@ -21,25 +21,21 @@ FEATURES_SCHEMA = pa.schema(ID_COLUMNS + list(FEATURE_COLUMNS) + LINEAGE_COLUMNS
 STAGE_SCHEMA = pa.schema(list(FEATURES_SCHEMA) + [("error", pa.string()), ("message", pa.string())])
 
 
-def features_for_file(root: Store, relpath: str, max_pixels: int) -> dict[str, Any] | ItemError:
-    return process_file(root, relpath,
-                        lambda data, name: compute_features(data, name=name, max_pixels=max_pixels))
-
-
 class FeatureWorker:
     """Callable class for ``map_batches``: manifest rows in, feature-or-error rows out."""
 
     def __init__(self, image_root: str, run_id: str, max_pixels: int = DEFAULT_MAX_PIXELS,
                  io_threads: int | None = None) -> None:
-        self.root = Store(image_root)
         self.run_id = run_id
         self.max_pixels = max_pixels
-        self.mapper = ThreadedMapper(io_threads)
+        self.reader = PrefetchingReader(Store(image_root), io_threads)
+
+    def _features(self, data: bytes, name: str) -> dict[str, Any]:
+        return compute_features(data, name=name, max_pixels=self.max_pixels)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         relpaths = batch["relpath"].to_pylist()
-        results = self.mapper.map(
-            lambda r: features_for_file(self.root, r, self.max_pixels), relpaths)
+        results = self.reader.map(relpaths, self._features)
         rows = []
         for iid, rel, fp, res in zip(batch["image_id"].to_pylist(), relpaths,
                                      batch["fingerprint"].to_pylist(), results, strict=True):
