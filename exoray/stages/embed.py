@@ -9,6 +9,7 @@ decoded once for CLIP and DINO together.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,21 @@ class DecodeWorker:
         return out
 
 
+def use_cpu_threads() -> None:
+    """Let torch use every core for CPU inference inside a Ray actor.
+
+    Ray sets OMP_NUM_THREADS to an actor's (fractional, rounded up to 1) CPU share, which leaves a
+    CPU-only model on one thread while the reservation is kept small only so reads and writes fit.
+    ``EXORAY_TORCH_THREADS`` overrides the count.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    wanted = int(os.environ.get("EXORAY_TORCH_THREADS", "0")) or (os.cpu_count() or 1)
+    torch.set_num_threads(wanted)
+
+
 class EmbedWorker:
     """One embedding model as an actor: embeds rows that still need this model.
 
@@ -80,6 +96,7 @@ class EmbedWorker:
                  run_id: str, drop_image: bool = False) -> None:
         from exoray.models import load_backend
 
+        use_cpu_threads()
         self.model = model
         self.backend = load_backend(model, **backend_kwargs)
         self.store = Store(store_location)
