@@ -95,15 +95,62 @@ def warm_page_cache(files: list[Path]) -> int:
     return total
 
 
+def cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat; None where there is no /proc."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def cpu_busy(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
+    """Fraction of the machine's CPU time that was busy between two ``cpu_ticks`` samples."""
+    if start is None or end is None or end[1] == start[1]:
+        return None
+    return (end[0] - start[0]) / (end[1] - start[1])
+
+
+def wait_for_quiet(max_wait: float, *, threshold: float = 0.15, sample: float = 2.0) -> None:
+    """Wait (at most ``max_wait`` s) until other processes leave the CPUs mostly idle.
+
+    Timings on a 2-core machine shared with test runs are meaningless while those run; each
+    timed block also prints how busy the whole machine was (see :func:`timed`).
+    """
+    waited = 0.0
+    while True:
+        a = cpu_ticks()
+        time.sleep(sample)
+        busy = cpu_busy(a, cpu_ticks())
+        if busy is None or busy <= threshold:
+            if waited:
+                print(f"  [machine quiet after {waited:.0f}s of waiting]", flush=True)
+            return
+        if waited >= max_wait:
+            print(f"  [WARNING: machine still {busy:.0%} busy after {waited:.0f}s; timing "
+                  "anyway, numbers below are disturbed by other processes]", flush=True)
+            return
+        if waited == 0:
+            print(f"  [machine {busy:.0%} busy with other work; waiting up to {max_wait:.0f}s]",
+                  flush=True)
+        waited += sample
+
+
 @contextmanager
 def timed(label: str, results: dict[str, float] | None = None) -> Iterator[None]:
-    """Print (and store in ``results``) the wall time of the block."""
+    """Print (and store in ``results``) the wall time of the block, and how busy the machine
+    was meanwhile (all processes: ~50% is one busy core of two, ~100% both)."""
+    ticks = cpu_ticks()
     started = time.perf_counter()
     yield
     seconds = time.perf_counter() - started
+    busy = cpu_busy(ticks, cpu_ticks())
     if results is not None:
         results[label] = seconds
-    print(f"  {label:<52s} {seconds:9.2f} s", flush=True)
+    note = f"   [cpu busy {busy:4.0%}]" if busy is not None else ""
+    print(f"  {label:<52s} {seconds:9.2f} s{note}", flush=True)
 
 
 def start_ray(num_cpus: int = 2, **kwargs: object) -> float:
@@ -138,5 +185,20 @@ def machine() -> str:
         m = sys.modules.get(mod)
         if m is not None:
             versions.append(f"{mod} {getattr(m, '__version__', '?')}")
-    return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-            + ", ".join(versions))
+    parts = [f"{os.cpu_count()} cores ({cpu})", f"Python {platform.python_version()}",
+             *versions, f"exoray at {git_revision()}"]
+    return ", ".join(parts)
+
+
+def git_revision() -> str:
+    """Short commit of the checkout, with ``+dirty`` when exoray/ or pipelines/ differ from it."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True,
+                             text=True, check=False)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    rev = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "exoray", "pipelines")
+    return rev + ("+dirty" if dirty else "")

@@ -7,13 +7,17 @@ All contenders see the same synthetic 1-3 MP JPEGs with a warm page cache, in on
   EXIF transpose, RGB; pixel statistics at the same 512 px working size exoray uses);
 * cleanvision ``Imagelab(data_path=...).find_issues()`` (run with its own interpreter, see
   ``--cleanvision-python``; it uses 2 worker processes on a 2-core machine);
-* decode only: ``Image.open(p).convert("RGB")`` for every file, sequentially and with Pool(2).
+* decode only: ``Image.open(p).convert("RGB")`` for every file, sequentially and with Pool(2);
+* for the breakdown, exoray's own ``compute_features`` without Ray, sequential and Pool(2).
 
-Then slow storage (``--latency-ms`` added to every file read, exoray in a subprocess whose
-``Store.read_bytes`` sleeps, installed by a ``sitecustomize`` hook that Ray workers inherit) and the
-driver's peak memory at 2k vs 20k (tiny) images.
+Then slow storage (``--latency-ms`` added to every file read; exoray runs in a subprocess whose
+``Store.read_bytes`` sleeps, patched by a ``sitecustomize`` hook that the Ray workers inherit, and
+every hooked read is counted) and the driver's peak memory at 2k vs 20k (tiny) images.
 
-    python benchmarks/bench_features.py                    # n=2000, everything (~15 min, 2 cores)
+Before each timing the script waits (``--wait-quiet``) for other processes to leave the CPUs
+idle, and prints how busy the whole machine was during each timed block.
+
+    python benchmarks/bench_features.py                    # n=2000, everything (~20 min, 2 cores)
     python benchmarks/bench_features.py --n 300 --skip cleanvision memory
 """
 
@@ -39,6 +43,8 @@ import numpy as np
 from _common import (
     DEFAULT_WORKDIR,
     bench_env,
+    cpu_busy,
+    cpu_ticks,
     image_files,
     image_set,
     linked_subset,
@@ -46,6 +52,7 @@ from _common import (
     ratio_line,
     start_ray,
     timed,
+    wait_for_quiet,
     warm_page_cache,
 )
 
@@ -118,25 +125,35 @@ def _import_pil(_: int) -> int:
     import imagehash  # noqa: F401
     from PIL import Image  # noqa: F401
 
+    import exoray.cheap_features  # noqa: F401
+
     return 0
 
 
-def run_baselines(files: list[Path], t: dict[str, float]) -> None:
+def run_baselines(files: list[Path], t: dict[str, float], wait: float) -> None:
     paths = [str(f) for f in files]
     print("baselines (warm page cache):", flush=True)
+    wait_for_quiet(wait)
     with timed("decode only, sequential", t):
         for p in paths:
             decode_only(p)
     ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold Ray threads
     with ctx.Pool(2) as pool:
         pool.map(_import_pil, range(4))  # workers started and imports done before timing
+        wait_for_quiet(wait)
         with timed("decode only, Pool(2)", t):
             pool.map(decode_only, paths, chunksize=8)
+        wait_for_quiet(wait)
         with timed("careful PIL+numpy+imagehash loop, Pool(2)", t):
             pool.map(careful_features, paths, chunksize=8)
+        wait_for_quiet(wait)
+        with timed("exoray compute_features, Pool(2), no Ray", t):
+            pool.map(exoray_compute, paths, chunksize=8)
+    wait_for_quiet(wait)
     with timed("careful PIL+numpy+imagehash loop, sequential", t):
         for p in paths:
             careful_features(p)
+    wait_for_quiet(wait)
     with timed("exoray compute_features, sequential, no Ray", t):
         for p in paths:
             exoray_compute(p)
@@ -174,6 +191,8 @@ def cleanvision_seconds(args: argparse.Namespace, root: Path, n: int,
         print(f"cleanvision: {args.cleanvision_python} not found, skipped (see README)")
         return None
     print(f"cleanvision ({args.cleanvision_python}):", flush=True)
+    wait_for_quiet(args.wait_quiet)
+    ticks = cpu_ticks()
     try:
         res = run_cleanvision(args.cleanvision_python, root, args.cleanvision_timeout)
         seconds = res["find_issues_s"]
@@ -186,7 +205,9 @@ def cleanvision_seconds(args: argparse.Namespace, root: Path, n: int,
         note = (f"  (EXTRAPOLATED: > {args.cleanvision_timeout:.0f}s cap, measured on "
                 f"{res['images']} images and scaled linearly)")
     t["cleanvision find_issues()"] = seconds
-    print(f"  {'cleanvision find_issues()':<52s} {seconds:9.2f} s{note}")
+    busy = cpu_busy(ticks, cpu_ticks())
+    print(f"  {'cleanvision find_issues()':<52s} {seconds:9.2f} s   "
+          f"[cpu busy {busy or 0:4.0%} incl. import]{note}")
     print(f"    ({res['images']} images, import {res['import_s']:.1f}s not counted; "
           f"issues found: {res['issues']})")
     return seconds
@@ -195,7 +216,7 @@ def cleanvision_seconds(args: argparse.Namespace, root: Path, n: int,
 # --------------------------------------------------------------------------- exoray in-process
 
 
-def run_exoray(root: Path, workdir: Path, t: dict[str, float]) -> None:
+def run_exoray(root: Path, workdir: Path, t: dict[str, float], wait: float) -> None:
     from pipelines import features, manifest
 
     print("exoray (Ray started before timing):", flush=True)
@@ -203,6 +224,7 @@ def run_exoray(root: Path, workdir: Path, t: dict[str, float]) -> None:
     print(f"  {'ray.init(num_cpus=2) [not counted]':<52s} {t['ray.init(num_cpus=2)']:9.2f} s")
     base = Path(tempfile.mkdtemp(prefix="base-", dir=workdir))
     try:
+        wait_for_quiet(wait)
         with timed("exoray manifest.run", t):
             manifest.run(base, images=root)
         with timed("exoray features.run", t):
@@ -277,6 +299,29 @@ SITECUSTOMIZE = textwrap.dedent('''
 ''')
 
 
+def _vm_hwm_kb() -> int | None:
+    """Peak resident set size (VmHWM) of this process since start or the last reset, in KiB."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_hwm() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux ``clear_refs`` 5), so a later VmHWM is the peak
+    of what follows only."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def child_exoray(args: argparse.Namespace) -> None:
     """Subprocess: time manifest + features on ``--images`` (Ray workers get the hook's env)."""
     from pipelines import features, manifest
@@ -285,16 +330,25 @@ def child_exoray(args: argparse.Namespace) -> None:
                                            "EXORAY_BENCH_LATENCY_LOG") if k in os.environ}
     ray_s = start_ray(2, runtime_env={"env_vars": env_vars})
     base = Path(args.base)
+    wait_for_quiet(args.wait_quiet)
+    ticks = cpu_ticks()
     started = time.perf_counter()
     manifest.run(base, images=args.images)
     man_s = time.perf_counter() - started
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Peak RSS from VmHWM: ru_maxrss of a subprocess starts at its parent's RSS at fork time
+    # (Linux keeps the pre-exec high-water mark), which would hide the child's own peak.
+    before = _vm_hwm_kb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    reset = _reset_hwm()
     result = features.run(base, show_progress=False)
     total = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    busy = cpu_busy(ticks, cpu_ticks())
+    during = _vm_hwm_kb() if reset else None
     print("CHILD_RESULT " + json.dumps({
         "ray_init_s": ray_s, "manifest_s": man_s, "total_s": total, "processed": result.processed,
-        "errors": result.errors, "maxrss_before_features_kb": before, "maxrss_kb": peak}))
+        "errors": result.errors, "busy": busy or 0.0, "maxrss_before_features_kb": before,
+        "maxrss_kb": max(before, during or 0) if reset else
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "features_hwm_kb": during}))
 
 
 def spawn_child(args: argparse.Namespace, images: Path, *, latency_ms: float = 0.0,
@@ -323,35 +377,44 @@ def spawn_child(args: argparse.Namespace, images: Path, *, latency_ms: float = 0
 
 
 def run_latency(args: argparse.Namespace, root: Path, t: dict[str, float]) -> None:
-    n = args.latency_n
     ms = args.latency_ms
-    images = linked_subset(root, n, Path(args.workdir) / f"latency-subset-{n}")
+    full = args.latency_n <= 0 or args.latency_n >= args.n
+    images = root if full else linked_subset(
+        root, args.latency_n, Path(args.workdir) / f"latency-subset-{args.latency_n}")
     files = image_files(images)
-    print(f"slow storage: {ms:g} ms per file read, {len(files)} images "
-          f"(--latency-n; the loop below alone takes ~{len(files) * ms / 1000:.0f}s of sleep):",
+    print(f"slow storage: {ms:g} ms per file read, {len(files)} images (exoray in a subprocess, "
+          f"best of {args.repeat}; the loop alone sleeps {len(files) * ms / 1000:.0f}s):",
           flush=True)
     log = Path(args.workdir) / "latency-reads.log"
-    fast = spawn_child(args, images, log=log)
-    fast_reads = log.stat().st_size if log.exists() else 0
-    slow = spawn_child(args, images, latency_ms=ms, log=log)
-    slow_reads = log.stat().st_size if log.exists() else 0
-    t[f"exoray manifest + features, {len(files)} imgs, 0 ms"] = fast["total_s"]
-    t[f"exoray manifest + features, {len(files)} imgs, {ms:g} ms"] = slow["total_s"]
-    print(f"  {'exoray, no added latency':<52s} {fast['total_s']:9.2f} s   "
-          f"[{fast_reads} hooked reads]")
-    print(f"  {f'exoray, {ms:g} ms per read':<52s} {slow['total_s']:9.2f} s   "
-          f"[{slow_reads} hooked reads, each slept]")
-    if slow_reads < len(files):
-        print(f"  WARNING: only {slow_reads} of {len(files)} reads went through the hook; the "
-              "Ray workers did not all inherit it, so this comparison is not valid")
-    with timed("careful loop, sequential, no added latency", t):
-        for f in files:
-            careful_features(str(f))
+    runs: dict[float, list[tuple[dict[str, Any], int]]] = {0.0: [], ms: []}
+    for _ in range(args.repeat):
+        for latency in runs:
+            res = spawn_child(args, images, latency_ms=latency, log=log)
+            runs[latency].append((res, log.stat().st_size if log.exists() else 0))
+    for latency, results in runs.items():
+        res, reads = min(results, key=lambda r: r[0]["total_s"])
+        label = f"exoray, {latency:g} ms per read" if latency else "exoray, no added latency"
+        t[label] = res["total_s"]
+        print(f"  {label:<52s} {res['total_s']:9.2f} s   [cpu busy {res['busy']:4.0%}; "
+              f"{reads} reads through the hook"
+              + (f", each slept; all runs: {[round(r[0]['total_s'], 2) for r in results]}]"
+                 if latency else f"; all runs: {[round(r[0]['total_s'], 2) for r in results]}]"))
+        if reads < len(files):
+            print(f"  WARNING: only {reads} of {len(files)} reads went through the hook; the "
+                  "Ray workers did not all inherit it, so this comparison is not valid")
+    key = "careful PIL+numpy+imagehash loop, sequential"
+    if not (full and key in t):
+        wait_for_quiet(args.wait_quiet)
+        with timed("careful loop, sequential, no added latency", t):
+            for f in files:
+                careful_features(str(f))
+    wait_for_quiet(args.wait_quiet)
     with timed(f"careful loop, sequential, {ms:g} ms per open", t):
         for f in files:
             careful_features(str(f), latency_s=ms / 1000)
-    t["latency_exoray_slow"] = slow["total_s"]
+    t["latency_exoray_slow"] = t[f"exoray, {ms:g} ms per read"]
     t["latency_loop_slow"] = t[f"careful loop, sequential, {ms:g} ms per open"]
+    t["latency_n"] = len(files)
 
 
 # --------------------------------------------------------------------------- driver memory
@@ -371,20 +434,29 @@ def run_memory(args: argparse.Namespace, t: dict[str, float]) -> None:
                     os.link(f, target)
         (large / ".complete").write_text("ok")
     n_small, n_large = len(image_files(small)), len(image_files(small)) * copies
-    print("driver peak memory (ru_maxrss of the driver process; tiny images <= 0.05 MP):",
+    print("driver peak memory (peak RSS, VmHWM, of the driver process; tiny images <= 0.05 MP):",
           flush=True)
     rows = []
     for label, images, n in (("small", small, n_small), ("large", large, n_large)):
         res = spawn_child(args, images)
         rows.append(res)
-        print(f"  {n:>7,} images: peak {res['maxrss_kb'] / 1024:7.1f} MiB "
-              f"(before features.run {res['maxrss_before_features_kb'] / 1024:.1f} MiB), "
-              f"{res['total_s']:.1f}s, {res['processed']:,} rows", flush=True)
+        hwm = res["features_hwm_kb"]
+        print(f"  {n:>7,} images: peak {res['maxrss_kb'] / 1024:6.1f} MiB ("
+              f"{res['maxrss_before_features_kb'] / 1024:.1f} MiB before features.run); peak "
+              "during features.run alone "
+              + (f"{hwm / 1024:6.1f} MiB" if hwm else "n/a")
+              + f"; {res['total_s']:.1f}s, {res['processed']:,} rows", flush=True)
+        if res["processed"] + res["errors"] != n:
+            print(f"  WARNING: expected {n:,} rows")
         t[f"driver maxrss MiB, {label}"] = res["maxrss_kb"] / 1024
     ratio = rows[1]["maxrss_kb"] / rows[0]["maxrss_kb"]
     t["driver maxrss ratio"] = ratio
     print(f"  {'peak ratio ' + f'{n_large:,} / {n_small:,} images':<52s} {ratio:7.2f}x"
           "   (expect ~1.0-1.3)")
+    if rows[0]["features_hwm_kb"] and rows[1]["features_hwm_kb"]:
+        hwm_ratio = rows[1]["features_hwm_kb"] / rows[0]["features_hwm_kb"]
+        t["driver features.run peak ratio"] = hwm_ratio
+        print(f"  {'features.run-only peak ratio, same':<52s} {hwm_ratio:7.2f}x")
 
 
 # --------------------------------------------------------------------------- main
@@ -396,9 +468,11 @@ def main() -> None:
     parser.add_argument("--workdir", default=DEFAULT_WORKDIR, help="image cache and scratch BASEs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=20.0)
-    parser.add_argument("--latency-n", type=int, default=500,
-                        help="images for the slow-storage comparison (the sequential loop pays "
-                             "n x latency of sleep)")
+    parser.add_argument("--latency-n", type=int, default=0,
+                        help="images for the slow-storage comparison, a subset of the set "
+                             "(default 0: all --n; the sequential loop pays n x latency)")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="exoray subprocess runs per slow-storage setting (best is kept)")
     parser.add_argument("--memory-n", type=int, default=2000)
     parser.add_argument("--memory-copies", type=int, default=10, help="large = copies x memory-n")
     parser.add_argument("--cleanvision-python", default="/tmp/cv-venv/bin/python",
@@ -406,6 +480,9 @@ def main() -> None:
     parser.add_argument("--cleanvision-timeout", type=float, default=900.0)
     parser.add_argument("--cleanvision-subset", type=int, default=500)
     parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
+    parser.add_argument("--wait-quiet", type=float, default=600.0,
+                        help="before each timing, wait up to this many seconds for other "
+                             "processes to leave the CPUs idle")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--images", help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
@@ -429,11 +506,11 @@ def main() -> None:
     print(f"images: {len(files)} JPEGs, {mb:.0f} MB, in {root} (page cache warmed)\n")
     t: dict[str, float] = {}
     if "baselines" not in args.skip:
-        run_baselines(files, t)
+        run_baselines(files, t, args.wait_quiet)
     if "cleanvision" not in args.skip:
         cleanvision_seconds(args, root, len(files), t)
     if "exoray" not in args.skip:
-        run_exoray(root, Path(args.workdir), t)
+        run_exoray(root, Path(args.workdir), t, args.wait_quiet)
     if "latency" not in args.skip:
         run_latency(args, root, t)
     if "memory" not in args.skip:
@@ -449,17 +526,23 @@ def main() -> None:
             ("vs careful loop, sequential", "careful PIL+numpy+imagehash loop, sequential", ""),
             ("vs careful loop, Pool(2)", "careful PIL+numpy+imagehash loop, Pool(2)", ""),
             ("vs exoray's own compute, sequential, no Ray",
-             "exoray compute_features, sequential, no Ray", "~2x on 2 cores if Ray were free"),
+             "exoray compute_features, sequential, no Ray", ""),
+            ("vs exoray's own compute, Pool(2), no Ray",
+             "exoray compute_features, Pool(2), no Ray", "1.0 if Ray cost nothing"),
         ):
             if key in t:
                 print(ratio_line(label, ours, t[key], goal))
         print(f"  {'exoray images/s (manifest + features)':<52s} {len(files) / ours:7.1f}")
     if "latency_exoray_slow" in t:
-        print(ratio_line(f"slow storage ({args.latency_ms:g} ms): vs careful loop, sequential",
-                         t["latency_exoray_slow"], t["latency_loop_slow"], ">= 8x"))
+        print(ratio_line(f"slow storage ({args.latency_ms:g} ms, {t['latency_n']:.0f} imgs): "
+                         "vs careful loop, seq.", t["latency_exoray_slow"],
+                         t["latency_loop_slow"], ">= 8x"))
     if "driver maxrss ratio" in t:
         print(f"  {'driver peak memory, 10x images':<52s} {t['driver maxrss ratio']:7.2f}x"
               "   (expect ~1.0-1.3)")
+    if "driver features.run peak ratio" in t:
+        print(f"  {'driver peak during features.run only, 10x images':<52s} "
+              f"{t['driver features.run peak ratio']:7.2f}x")
     print(f"\n(driver ru_maxrss of this process: "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
 
