@@ -127,7 +127,8 @@ def main() -> None:
     ray_s = start_ray(2)
     print(f"  {'ray.init(num_cpus=2) [not counted]':<52s} {ray_s:9.2f} s")
     threads = actor_torch_threads(embeddings.MODEL_ACTOR_CPUS)
-    print(f"    (torch threads in a Ray actor with num_cpus={embeddings.MODEL_ACTOR_CPUS}: "
+    print(f"    (Ray default: torch threads in a plain actor with num_cpus="
+          f"{embeddings.MODEL_ACTOR_CPUS}: "
           f"{threads}; in this driver: {torch.get_num_threads()})")
     base = Path(tempfile.mkdtemp(prefix="embed-base-", dir=args.workdir))
     try:

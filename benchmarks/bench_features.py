@@ -538,10 +538,11 @@ def main() -> None:
                          "vs careful loop, seq.", t["latency_exoray_slow"],
                          t["latency_loop_slow"], ">= 8x"))
     if "driver maxrss ratio" in t:
-        print(f"  {'driver peak memory, 10x images':<52s} {t['driver maxrss ratio']:7.2f}x"
+        print(f"  {f'driver peak memory, {args.memory_copies}x images':<52s} "
+              f"{t['driver maxrss ratio']:7.2f}x"
               "   (expect ~1.0-1.3)")
     if "driver features.run peak ratio" in t:
-        print(f"  {'driver peak during features.run only, 10x images':<52s} "
+        print(f"  {f'driver peak in features.run only, {args.memory_copies}x images':<52s} "
               f"{t['driver features.run peak ratio']:7.2f}x")
     print(f"\n(driver ru_maxrss of this process: "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")

@@ -161,8 +161,10 @@ def execute(run: PhaseRun) -> RunResult:
             ctx.enable_progress_bars = False  # our bar counts committed rows, which is what matters
             ctx.print_on_execution_start = False
             first = run.stages[0]
-            # Enough blocks that every actor gets work, small enough to stream.
-            rows_per_block = max(first.batch_size, min(run.part_rows, 4 * first.batch_size))
+            # Up to a part's worth of rows per block (few blocks: Ray's per-block driver state
+            # is what grows with the image count), but at least 4 blocks per actor so all work.
+            per_actor = -(-run.todo.num_rows // (4 * first.pool_size))
+            rows_per_block = max(first.batch_size, min(run.part_rows, per_actor))
             ds = ray.data.from_arrow(_blocks(run.todo, rows_per_block))
             for stage in run.stages:
                 ds = ds.map_batches(
