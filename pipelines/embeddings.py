@@ -129,7 +129,9 @@ def run(
         stages.append(Stage(
             plan.name, EmbedWorker,
             {"model": plan.name, "backend_kwargs": plan.kwargs, "store_location": store.location,
-             "run_id": run_spec.run_id, "drop_image": i == len(plans) - 1},
+             "run_id": run_spec.run_id, "drop_image": i == len(plans) - 1,
+             # CPU-only: the model actors share the cores instead of oversubscribing them.
+             "cpu_threads": max(1, int(shape.cpus) // len(plans))},
             batch_size=plan.batch_size, pool_size=max(1, int(gpus)) if share else 1,
             num_cpus=MODEL_ACTOR_CPUS, num_gpus=share, batch_format="numpy"))
     run_spec.stages = stages

@@ -70,7 +70,7 @@ class DecodeWorker:
         return out
 
 
-def use_cpu_threads() -> None:
+def use_cpu_threads(threads: int | None = None) -> None:
     """Let torch use every core for CPU inference inside a Ray actor.
 
     Ray sets OMP_NUM_THREADS to an actor's (fractional, rounded up to 1) CPU share, which leaves a
@@ -81,7 +81,7 @@ def use_cpu_threads() -> None:
 
     if torch.cuda.is_available():
         return
-    wanted = int(os.environ.get("EXORAY_TORCH_THREADS", "0")) or (os.cpu_count() or 1)
+    wanted = int(os.environ.get("EXORAY_TORCH_THREADS", "0")) or threads or (os.cpu_count() or 1)
     torch.set_num_threads(wanted)
 
 
@@ -93,10 +93,10 @@ class EmbedWorker:
     """
 
     def __init__(self, model: str, backend_kwargs: dict[str, Any], store_location: str,
-                 run_id: str, drop_image: bool = False) -> None:
+                 run_id: str, drop_image: bool = False, cpu_threads: int | None = None) -> None:
         from exoray.models import load_backend
 
-        use_cpu_threads()
+        use_cpu_threads(cpu_threads)
         self.model = model
         self.backend = load_backend(model, **backend_kwargs)
         self.store = Store(store_location)
