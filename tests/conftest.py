@@ -44,3 +44,14 @@ def synth_set(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth") / "images"
     truth = make_image_set(root, n=120, seed=7, corrupt=True, max_megapixels=1.0)
     return root, truth
+
+
+@pytest.fixture(scope="module")
+def one_faiss_thread():
+    """faiss's OpenMP spin-waits badly on an oversubscribed test machine; one thread is steady."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)

@@ -316,7 +316,6 @@ def planted_vectors(seed: int = 0) -> tuple[list[str], np.ndarray]:
 
 
 def test_embedding_duplicates_found() -> None:
-    pytest.importorskip("faiss")
     ids, vec = planted_vectors()
     table = find_embedding_duplicates(ids, vec, threshold=0.95)
     assert table.schema == SCHEMA
@@ -332,7 +331,6 @@ def test_embedding_duplicates_found() -> None:
 
 
 def test_embedding_transitivity_and_determinism() -> None:
-    pytest.importorskip("faiss")
     angle = np.deg2rad(15)  # cos 15deg ~ 0.966 >= 0.95, cos 30deg ~ 0.866 < 0.95
     vec = unit(
         np.array(
@@ -350,7 +348,6 @@ def test_embedding_transitivity_and_determinism() -> None:
 
 
 def test_embedding_bad_inputs() -> None:
-    pytest.importorskip("faiss")
     ids, vec = planted_vectors()
     with pytest.raises(ValueError, match="L2-normalised"):
         find_embedding_duplicates(ids, vec * 2)
@@ -418,7 +415,6 @@ def test_merge_joins_overlapping_groups_and_keeps_strongest_kind() -> None:
 
 
 def test_merge_of_real_finders() -> None:
-    pytest.importorskip("faiss")
     ids = ["a", "b", "c", "d"]
     hashes = find_hash_duplicates(
         ids, ["1", "1", "2", "3"], [hx(0), hx(0), hx(2**64 - 1), hx(0xFFFFFFFF00000000)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import faiss  # noqa: E402
 import numpy as np
 import pytest
 
@@ -25,21 +26,12 @@ from exoray.index import (
 )
 from exoray.index.params import ivfpq_params, pq_subquantizers
 
-faiss = pytest.importorskip("faiss")
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 N_BASE = 20_000
 N_QUERY = 300
 DIM = 128
 GiB = 1024**3
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_faiss_thread():
-    """faiss's OpenMP spin-waits badly on an oversubscribed test machine; one thread is steady."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

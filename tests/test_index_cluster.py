@@ -9,18 +9,9 @@ import pytest
 
 from exoray.index import clustered_vectors, spherical_kmeans
 
-faiss = pytest.importorskip("faiss")
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 N, DIM, K = 4000, 64, 10
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_faiss_thread():
-    """faiss's OpenMP spin-waits badly on an oversubscribed test machine; one thread is steady."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

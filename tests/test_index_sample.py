@@ -13,18 +13,9 @@ from exoray.index import (
 )
 from exoray.index.sample import _allocate
 
-faiss = pytest.importorskip("faiss")
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 N, DIM, CLUSTERS = 6000, 128, 30
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_faiss_thread():
-    """faiss's OpenMP spin-waits badly on an oversubscribed test machine; one thread is steady."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,10 @@ import re
 import sys
 from pathlib import Path
 
+import ipykernel  # noqa: E402,F401
+import nbclient  # noqa: E402
+import nbformat  # noqa: E402
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
 
 COLAB = Path(__file__).resolve().parents[1] / "colab"
 NOTEBOOKS = ["01_manifest_and_features.ipynb", "02_embeddings_and_search.ipynb"]
