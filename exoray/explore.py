@@ -72,6 +72,9 @@ class Explorer:
         if image is not None:
             from exoray.stages.embed import square_crop
 
+            if not os.path.isfile(image):
+                raise FileNotFoundError(f"query image {image!r} does not exist; pass an image file")
+
             with open(image, "rb") as f:
                 square = square_crop(f.read(), self.backend.input_size, name=image,
                                      max_pixels=DEFAULT_MAX_PIXELS)
@@ -137,6 +140,8 @@ class Explorer:
         (proportional per cluster); deterministic for a seed."""
         from exoray.index import cluster_stratified_sample, kcenter_greedy, random_sample
 
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"sample size n must be a positive integer, got {n!r}")
         if method not in SAMPLE_METHODS:
             raise ValueError(f"unknown sample method {method!r}; choose one of {SAMPLE_METHODS}")
         ids, vectors = self._embeddings(subset)

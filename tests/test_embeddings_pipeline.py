@@ -151,6 +151,10 @@ def test_cli_search_json_and_errors(embedded, capsys):
     assert "text" in capsys.readouterr().err
     assert main(["embed", str(base), "--model", "nosuch"]) == 2
     assert "valid backends" in capsys.readouterr().err
+    assert main(["sample", str(base), "--n", "0"]) == 2
+    assert "positive integer" in capsys.readouterr().err
+    assert main(["search", str(base), "--id", "nosuchid"]) == 2
+    assert capsys.readouterr().err.startswith("exoray search: error: image_id 'nosuchid'")
 
 
 def test_embedding_dupes_join_hash_dupes(embedded):
