@@ -44,3 +44,11 @@ def test_readme_first_code_blocks_are_setup_and_test():
     first, second = blocks[0], blocks[1]
     assert "bash scripts/setup.sh" in first, first
     assert "bash scripts/test.sh" in second, second
+
+
+def test_ci_runs_the_readme_test_command_and_it_runs_pytest():
+    blocks = FENCE.findall((ROOT / "README.md").read_text())
+    test_command = blocks[1].strip()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_command in ci.splitlines(), f".ci/run must run {test_command!r} verbatim"
+    assert "python -m pytest" in (ROOT / "scripts" / "test.sh").read_text()
