@@ -6,6 +6,7 @@ the same files, and prints ratios; absolute seconds only mean something next to 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -34,6 +35,33 @@ def bench_env() -> None:
     """Apply :data:`BENCH_ENV` (without overriding what the caller already set)."""
     for key, value in BENCH_ENV.items():
         os.environ.setdefault(key, value)
+
+
+def bench_parser(doc: str, *, wait_quiet: float = 600.0) -> argparse.ArgumentParser:
+    """The options every benchmark shares: --workdir, --seed, --wait-quiet."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--workdir", default=DEFAULT_WORKDIR, help="image cache and scratch BASEs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--wait-quiet", type=float, default=wait_quiet,
+                        help="before each timing, wait up to this many seconds for other "
+                             "processes to leave the CPUs idle")
+    return parser
+
+
+def prepare_workdir(args: argparse.Namespace) -> None:
+    """Benchmark environment plus a workdir that also holds exoray's local staging files."""
+    bench_env()
+    os.makedirs(args.workdir, exist_ok=True)
+    os.environ.setdefault("EXORAY_STAGING", os.path.join(args.workdir, "staging"))
+
+
+def warmed_image_set(workdir: str, n: int, *, seed: int) -> tuple[Path, list[Path]]:
+    """The cached JPEG set of ``n`` images, read once so timings start from a warm page cache."""
+    root = image_set(workdir, n, seed=seed)
+    files = image_files(root)
+    mb = warm_page_cache(files) / 1e6
+    print(f"images: {len(files)} JPEGs, {mb:.0f} MB, in {root} (page cache warmed)\n")
+    return root, files
 
 
 def image_set(

@@ -18,8 +18,6 @@ and hub checkpoints), so DINO is not benchmarked by default; ``--model dino:tiny
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
 import tempfile
 import time
@@ -27,15 +25,13 @@ from pathlib import Path
 
 import numpy as np
 from _common import (
-    DEFAULT_WORKDIR,
-    bench_env,
-    image_files,
-    image_set,
+    bench_parser,
     machine,
+    prepare_workdir,
     start_ray,
     timed,
     wait_for_quiet,
-    warm_page_cache,
+    warmed_image_set,
 )
 
 
@@ -89,20 +85,13 @@ def actor_torch_threads(num_cpus: float) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--model", default="clip:ViT-B-32-random")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default=None, help="cpu (default when no GPU) or cuda")
-    parser.add_argument("--workdir", default=DEFAULT_WORKDIR)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--wait-quiet", type=float, default=600.0,
-                        help="before each timing, wait up to this many seconds for other "
-                             "processes to leave the CPUs idle")
     args = parser.parse_args()
-    bench_env()
-    os.makedirs(args.workdir, exist_ok=True)
-    os.environ.setdefault("EXORAY_STAGING", os.path.join(args.workdir, "staging"))
+    prepare_workdir(args)
 
     import torch
 
@@ -116,10 +105,7 @@ def main() -> None:
     print(f"machine: {machine()}, device {device}")
     if device.startswith("cuda"):
         print(f"gpu: {torch.cuda.get_device_name(0)}")
-    root = image_set(args.workdir, args.n, seed=args.seed)
-    files = image_files(root)
-    mb = warm_page_cache(files) / 1e6
-    print(f"images: {len(files)} JPEGs, {mb:.0f} MB, in {root} (page cache warmed)\n")
+    root, files = warmed_image_set(args.workdir, args.n, seed=args.seed)
 
     t: dict[str, float] = {}
     reference = model_only(files, root, args.model, device, args.batch_size, t, args.wait_quiet)

@@ -41,19 +41,19 @@ from typing import Any
 
 import numpy as np
 from _common import (
-    DEFAULT_WORKDIR,
-    bench_env,
+    bench_parser,
     cpu_busy,
     cpu_ticks,
     image_files,
     image_set,
     linked_subset,
     machine,
+    prepare_workdir,
     ratio_line,
     start_ray,
     timed,
     wait_for_quiet,
-    warm_page_cache,
+    warmed_image_set,
 )
 
 SECTIONS = ("baselines", "cleanvision", "exoray", "latency", "memory")
@@ -463,10 +463,8 @@ def run_memory(args: argparse.Namespace, t: dict[str, float]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--n", type=int, default=2000, help="images (1-3 MP JPEGs)")
-    parser.add_argument("--workdir", default=DEFAULT_WORKDIR, help="image cache and scratch BASEs")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--latency-n", type=int, default=0,
                         help="images for the slow-storage comparison, a subset of the set "
@@ -480,16 +478,11 @@ def main() -> None:
     parser.add_argument("--cleanvision-timeout", type=float, default=900.0)
     parser.add_argument("--cleanvision-subset", type=int, default=500)
     parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
-    parser.add_argument("--wait-quiet", type=float, default=600.0,
-                        help="before each timing, wait up to this many seconds for other "
-                             "processes to leave the CPUs idle")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--images", help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    bench_env()
-    os.makedirs(args.workdir, exist_ok=True)
-    os.environ.setdefault("EXORAY_STAGING", os.path.join(args.workdir, "staging"))
+    prepare_workdir(args)
     if args.child:
         child_exoray(args)
         return
@@ -500,10 +493,7 @@ def main() -> None:
 
     del cv2, PIL, ray  # imported for machine()'s version line
     print(f"machine: {machine()}")
-    root = image_set(args.workdir, args.n, seed=args.seed)
-    files = image_files(root)
-    mb = warm_page_cache(files) / 1e6
-    print(f"images: {len(files)} JPEGs, {mb:.0f} MB, in {root} (page cache warmed)\n")
+    root, files = warmed_image_set(args.workdir, args.n, seed=args.seed)
     t: dict[str, float] = {}
     if "baselines" not in args.skip:
         run_baselines(files, t, args.wait_quiet)

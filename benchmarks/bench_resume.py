@@ -11,8 +11,6 @@ makes: ``done_keys`` (list + read the parts, build the key set) and ``pending_ma
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
 import tempfile
 import time
@@ -20,7 +18,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from _common import DEFAULT_WORKDIR, bench_env, machine, timed, wait_for_quiet
+from _common import bench_parser, machine, prepare_workdir, timed, wait_for_quiet
 
 from exoray import layout
 from exoray.done import done_keys, pending_mask, present_images
@@ -42,21 +40,14 @@ def make_ids(n: int, seed: int) -> tuple[list[str], list[str], list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, wait_quiet=300.0)
     parser.add_argument("--parts", type=int, default=1000)
     parser.add_argument("--rows", type=int, default=1000, help="rows per part")
     parser.add_argument("--changed", type=int, default=10_000,
                         help="manifest images whose fingerprint changed (must be redone)")
     parser.add_argument("--repeat", type=int, default=3, help="timed repetitions (best is kept)")
-    parser.add_argument("--workdir", default=DEFAULT_WORKDIR)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--wait-quiet", type=float, default=300.0,
-                        help="before each timing, wait up to this many seconds for other "
-                             "processes to leave the CPUs idle")
     args = parser.parse_args()
-    bench_env()
-    os.makedirs(args.workdir, exist_ok=True)
-    os.environ.setdefault("EXORAY_STAGING", os.path.join(args.workdir, "staging"))
+    prepare_workdir(args)
     n = args.parts * args.rows
     print(f"machine: {machine()}")
     base = tempfile.mkdtemp(prefix="resume-base-", dir=args.workdir)

@@ -110,31 +110,32 @@ def add_explore_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_index)
 
-    p = sub.add_parser("search", help="search by --text (CLIP), --image FILE or --id IMAGE_ID")
-    p.add_argument("base")
-    p.add_argument("--model", default="clip")
+    p = _navigation_parser(sub, "search", "search by --text (CLIP), --image FILE or --id IMAGE_ID",
+                           cmd_search)
     q = p.add_mutually_exclusive_group(required=True)
     q.add_argument("--text")
     q.add_argument("--image", help="a query image file")
     q.add_argument("--id", help="an image_id of BASE")
     p.add_argument("-k", type=int, default=20)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_search)
 
-    p = sub.add_parser("cluster", help="spherical k-means of a model's embeddings")
-    p.add_argument("base")
-    p.add_argument("--model", default="clip")
+    p = _navigation_parser(sub, "cluster", "spherical k-means of a model's embeddings",
+                           cmd_cluster)
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_cluster)
 
-    p = sub.add_parser("sample", help="a diverse, random or cluster-stratified sample of images")
-    p.add_argument("base")
-    p.add_argument("--model", default="clip")
+    p = _navigation_parser(sub, "sample", "a diverse, random or cluster-stratified sample",
+                           cmd_sample)
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--method", default="diverse", choices=["diverse", "random", "stratified"])
     p.add_argument("--subset", help="only images with this Phase IV subset flag")
     p.add_argument("--seed", type=int, default=0)
+
+
+def _navigation_parser(sub: Any, name: str, help_text: str, handler: Any) -> Any:
+    """A sub-command over one model's index: BASE, --model, --json."""
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("base")
+    p.add_argument("--model", default="clip", help="clip or dino (default clip)")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_sample)
+    p.set_defaults(handler=handler)
+    return p

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 
 from exoray.errors_table import read_errors
 from exoray.manifest import PRESENT
-from exoray.parts import read_parts
+from exoray.parts import PartInfo, read_parts
 from exoray.storage import Store
 
 KEY_COLUMNS = ["image_id", "fingerprint"]
@@ -22,10 +22,11 @@ def _keys(table: pa.Table) -> pa.ChunkedArray:
     return pc.binary_join_element_wise(table["image_id"], table["fingerprint"], "|")
 
 
-def done_keys(store: Store, folder: str, *, model_id: str | None = None) -> pa.Array:
+def done_keys(store: Store, folder: str, *, model_id: str | None = None,
+              parts: list[PartInfo] | None = None) -> pa.Array:
     """``image_id|fingerprint`` keys present in ``folder`` (for one model_id if given)."""
     columns = KEY_COLUMNS + (["model_id"] if model_id is not None else [])
-    table = read_parts(store, folder, columns)
+    table = read_parts(store, folder, columns, parts=parts)
     if table.num_rows == 0:
         return pa.array([], pa.string())
     if model_id is not None:
@@ -33,17 +34,21 @@ def done_keys(store: Store, folder: str, *, model_id: str | None = None) -> pa.A
     return pc.unique(_keys(table).combine_chunks())
 
 
-def error_keys(store: Store, phase: str) -> pa.Array:
+def permanent_error_keys(errors: pa.Table, phase: str) -> pa.Array:
     """Keys with a permanent error for ``phase`` (transient I/O errors are retried anyway)."""
     from exoray.stages.reading import TRANSIENT_ERRORS
 
-    errors = read_errors(store, phase)
     if errors.num_rows:
-        errors = errors.filter(pc.invert(pc.is_in(errors["error"],
-                                                  value_set=pa.array(sorted(TRANSIENT_ERRORS)))))
+        errors = errors.filter(pc.and_(
+            pc.equal(errors["phase"], phase),
+            pc.invert(pc.is_in(errors["error"], value_set=pa.array(sorted(TRANSIENT_ERRORS))))))
     if errors.num_rows == 0:
         return pa.array([], pa.string())
     return pc.unique(_keys(errors).combine_chunks())
+
+
+def error_keys(store: Store, phase: str) -> pa.Array:
+    return permanent_error_keys(read_errors(store), phase)
 
 
 def present_images(manifest: pa.Table) -> pa.Table:

@@ -96,28 +96,21 @@ def read_jobs(store: Store) -> pa.Table:
 
 
 def record_job(store: Store, job: JobRecord) -> None:
-    """Insert or replace ``job``'s row (read-modify-publish; the file is small)."""
+    """Insert or replace ``job``'s row (read-modify-publish; the file is small).
+
+    Starting a run (status ``running``) also marks earlier rows of its phase that are still
+    ``running`` as ``interrupted``: they were killed mid-run, or this one could not start.
+    """
     table = read_jobs(store)
     if table.num_rows:
         table = table.filter(pc.not_equal(table["run_id"], job.run_id))
+        if job.status == "running":
+            stale = pc.and_(pc.equal(table["phase"], job.phase),
+                            pc.equal(table["status"], "running"))
+            table = table.set_column(table.schema.get_field_index("status"), "status",
+                                     pc.if_else(stale, pa.scalar("interrupted"), table["status"]))
     row = pa.Table.from_pylist([job.row()], schema=JOB_SCHEMA)
     table = pa.concat_tables([table, row]).sort_by("started_at")
     with staging_file(suffix=".parquet") as local:
         pq.write_table(table, local)
         store.publish_file(local, layout.JOBS)
-
-
-def mark_interrupted(store: Store, phase: str) -> int:
-    """A new run of ``phase`` starts: earlier rows still ``running`` were killed mid-run."""
-    table = read_jobs(store)
-    if table.num_rows == 0:
-        return 0
-    stale = pc.and_(pc.equal(table["phase"], phase), pc.equal(table["status"], "running"))
-    n = int(pc.sum(stale).as_py() or 0)
-    if n:
-        status = pc.if_else(stale, pa.scalar("interrupted"), table["status"])
-        table = table.set_column(table.schema.get_field_index("status"), "status", status)
-        with staging_file(suffix=".parquet") as local:
-            pq.write_table(table, local)
-            store.publish_file(local, layout.JOBS)
-    return n

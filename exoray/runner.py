@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from exoray import layout
 from exoray.events import read_events
-from exoray.jobs import JobRecord, mark_interrupted, new_run_id, now_utc, record_job
+from exoray.jobs import JobRecord, new_run_id, now_utc, record_job
 from exoray.parts import list_parts, sweep
 from exoray.sink import Splitter, make_part_sink
 from exoray.storage import Store
@@ -151,7 +151,6 @@ def execute(run: PhaseRun) -> RunResult:
     store = run.store
     job = JobRecord(run_id=run.run_id, phase=run.phase, started_at=now_utc(),
                     todo=run.todo.num_rows, options=run.options, model_id=run.model_id)
-    mark_interrupted(store, run.phase)
     record_job(store, job)
     started = time.perf_counter()
     status = "failed"

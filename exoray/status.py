@@ -10,7 +10,8 @@ from typing import Any
 import pyarrow.compute as pc
 
 from exoray import layout
-from exoray.done import count_done, done_keys, error_keys, present_images
+from exoray.done import count_done, done_keys, permanent_error_keys, present_images
+from exoray.errors_table import read_errors
 from exoray.index_store import index_coverage
 from exoray.jobs import read_jobs
 from exoray.manifest import manifest_root, read_manifest
@@ -59,24 +60,21 @@ def _last_run(jobs: Any, phase: str) -> dict[str, Any] | None:
                                 "processed", "errors", "images_per_s", "model_id")}
 
 
-def _live_rate(store: Store, folder: str, last: dict[str, Any] | None) -> float | None:
-    """Images/s of a run still marked running, from its committed parts so far."""
-    if not last or last["status"] != "running" or not last["started_at"]:
-        return None
-    rows = sum(p.rows for p in list_parts(store, folder) if p.run_id == last["run_id"])
-    elapsed = (dt.datetime.now(dt.timezone.utc) - last["started_at"]).total_seconds()
-    last["processed"] = rows
-    return rows / elapsed if elapsed > 0 and rows else None
-
-
-def phase_status(store: Store, images: Any, jobs: Any, phase: str, folder: str,
+def phase_status(store: Store, images: Any, jobs: Any, errors: Any, phase: str, folder: str,
                  error_phase: str | None = None, job_phase: str | None = None) -> PhaseStatus:
+    """One phase's counts from its parts (listed once) and the already-read errors table."""
     parts = list_parts(store, folder)
-    done = count_done(images, done_keys(store, folder)) if parts else 0
-    errors = count_done(images, error_keys(store, error_phase or phase))
+    done = count_done(images, done_keys(store, folder, parts=parts)) if parts else 0
+    n_errors = count_done(images, permanent_error_keys(errors, error_phase or phase))
     last = _last_run(jobs, job_phase or phase)
-    rate = _live_rate(store, folder, last) or (last or {}).get("images_per_s")
-    st = PhaseStatus(phase, folder, images.num_rows, done, errors, len(parts), last)
+    rate = (last or {}).get("images_per_s")
+    if last and last["status"] == "running" and last["started_at"]:
+        # Still running (or killed): its rate so far, from the parts it has committed.
+        rows = sum(p.rows for p in parts if p.run_id == last["run_id"])
+        elapsed = (dt.datetime.now(dt.timezone.utc) - last["started_at"]).total_seconds()
+        last = {**last, "processed": rows}
+        rate = rows / elapsed if elapsed > 0 and rows else None
+    st = PhaseStatus(phase, folder, images.num_rows, done, n_errors, len(parts), last)
     if rate:
         st.eta_seconds = st.remaining / rate
     return st
@@ -89,9 +87,11 @@ def collect_status(base: str) -> StoreStatus:
         return StoreStatus(store.location, None, 0, 0, 0, [])
     images = present_images(manifest)
     jobs = read_jobs(store)
-    phases = [phase_status(store, images, jobs, "features", layout.FEATURES)]
+    errors = read_errors(store)
+    phases = [phase_status(store, images, jobs, errors, "features", layout.FEATURES)]
     for entry in sorted(_embedding_models(store)):
-        st = phase_status(store, images, jobs, f"embed:{entry}", layout.embeddings_folder(entry),
+        st = phase_status(store, images, jobs, errors, f"embed:{entry}",
+                          layout.embeddings_folder(entry),
                           error_phase="embed", job_phase="embed")
         coverage = index_coverage(store, entry)
         st.extra["index"] = (f"{coverage['kind']} of {coverage['count']}, "

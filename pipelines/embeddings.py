@@ -14,6 +14,7 @@ from exoray import layout
 from exoray.backends_record import remember_backend
 from exoray.decode import DEFAULT_MAX_PIXELS
 from exoray.done import done_keys, error_keys, pending_mask, present_images
+from exoray.jobs import new_run_id
 from exoray.manifest import manifest_root
 from exoray.ray_runtime import actor_pool_plan, ensure_ray
 from exoray.runner import DEFAULT_PART_ROWS, PhaseRun, RunResult, Stage, execute, sweep_outputs
@@ -107,32 +108,31 @@ def run(
                         batch_size=batch_size, device=device) for m in models]
     for plan in plans:
         remember_backend(store, plan.name, plan.model_id, plan.kwargs)
+    outputs = [layout.embeddings_folder(p.name) for p in plans]
+    sweep_outputs(store, outputs)
+    run_id = new_run_id()
+    pending = todo(store, plans, retry_errors=retry_errors, run_id=run_id)
     shape = ensure_ray()
-    sweep_outputs(store, [layout.embeddings_folder(p.name) for p in plans])
-    run_spec = PhaseRun(
-        phase=PHASE, store=store, todo=pa.table({}), stages=[], splitter=EmbeddingSplitter(names),
-        outputs=[layout.embeddings_folder(p.name) for p in plans], part_rows=part_rows,
-        show_progress=show_progress, model_id=",".join(p.model_id for p in plans),
-        options={"models": list(models), "batch_size": batch_size, "device": device,
-                 "retry_errors": retry_errors, "part_rows": part_rows},
-    )
-    run_spec.todo = todo(store, plans, retry_errors=retry_errors, run_id=run_spec.run_id)
-    side = max(p.input_size for p in plans)
     decode_plan = actor_pool_plan(shape)
     stages = [Stage("decode", DecodeWorker,
-                    {"image_root": manifest_root(store), "side": side, "max_pixels": max_pixels},
+                    {"image_root": manifest_root(store), "side": max(p.input_size for p in plans),
+                     "max_pixels": max_pixels},
                     batch_size=min(p.batch_size for p in plans), pool_size=decode_plan.size,
                     num_cpus=decode_plan.num_cpus, batch_format="numpy")]
-    gpus = shape.gpus
     for i, plan in enumerate(plans):
-        share = plan.gpu_share if gpus > 0 else 0.0
+        share = plan.gpu_share if shape.gpus > 0 else 0.0
         stages.append(Stage(
             plan.name, EmbedWorker,
             {"model": plan.name, "backend_kwargs": plan.kwargs, "store_location": store.location,
-             "run_id": run_spec.run_id, "drop_image": i == len(plans) - 1,
+             "run_id": run_id, "drop_image": i == len(plans) - 1,
              # CPU-only: the model actors share the cores instead of oversubscribing them.
              "cpu_threads": max(1, int(shape.cpus) // len(plans))},
-            batch_size=plan.batch_size, pool_size=max(1, int(gpus)) if share else 1,
+            batch_size=plan.batch_size, pool_size=max(1, int(shape.gpus)) if share else 1,
             num_cpus=MODEL_ACTOR_CPUS, num_gpus=share, batch_format="numpy"))
-    run_spec.stages = stages
-    return execute(run_spec)
+    return execute(PhaseRun(
+        phase=PHASE, store=store, todo=pending, stages=stages, splitter=EmbeddingSplitter(names),
+        outputs=outputs, part_rows=part_rows, show_progress=show_progress, run_id=run_id,
+        model_id=",".join(p.model_id for p in plans),
+        options={"models": list(models), "batch_size": batch_size, "device": device,
+                 "retry_errors": retry_errors, "part_rows": part_rows},
+    ))

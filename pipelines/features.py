@@ -9,6 +9,7 @@ import pyarrow as pa
 from exoray import layout
 from exoray.decode import DEFAULT_MAX_PIXELS
 from exoray.done import done_keys, error_keys, pending_mask, present_images
+from exoray.jobs import new_run_id
 from exoray.manifest import manifest_root, read_manifest
 from exoray.ray_runtime import actor_pool_plan, ensure_ray
 from exoray.runner import DEFAULT_PART_ROWS, PhaseRun, RunResult, Stage, execute, sweep_outputs
@@ -57,19 +58,18 @@ def run(
     shape = ensure_ray()
     root = manifest_root(store)
     plan = actor_pool_plan(shape, max_actors=max_actors)
+    run_id = new_run_id()
     stage = Stage(
         name="features",
         fn=FeatureWorker,
-        constructor_kwargs={"image_root": root, "run_id": "", "max_pixels": max_pixels},
+        constructor_kwargs={"image_root": root, "run_id": run_id, "max_pixels": max_pixels},
         batch_size=batch_size,
         pool_size=plan.size,
         num_cpus=plan.num_cpus,
     )
-    run_spec = PhaseRun(
+    return execute(PhaseRun(
         phase=PHASE, store=store, todo=pending, stages=[stage], splitter=split_feature_rows,
-        outputs=[layout.FEATURES], part_rows=part_rows, show_progress=show_progress,
+        outputs=[layout.FEATURES], part_rows=part_rows, show_progress=show_progress, run_id=run_id,
         options={"retry_errors": retry_errors, "part_rows": part_rows, "batch_size": batch_size,
                  "max_pixels": max_pixels, "image_root": root},
-    )
-    stage.constructor_kwargs["run_id"] = run_spec.run_id
-    return execute(run_spec)
+    ))

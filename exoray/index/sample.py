@@ -41,10 +41,8 @@ def kcenter_greedy(vectors: np.ndarray, n: int, *, seed: int = 0) -> np.ndarray:
     x = as_matrix(vectors)
     total = len(x)
     n = _clamp(n, total)
-    if n == total:
-        return np.arange(total, dtype=np.int64)
-    if n == 0:
-        return np.empty(0, dtype=np.int64)
+    if n in (0, total):
+        return _all_or_nothing(n)
     first = int(np.random.default_rng(seed).integers(total))
     return _kcenter(x, n, first)
 
@@ -61,10 +59,8 @@ def cluster_stratified_sample(
     x = as_matrix(vectors)
     total = len(x)
     n = _clamp(n, total)
-    if n == total:
-        return np.arange(total, dtype=np.int64)
-    if n == 0:
-        return np.empty(0, dtype=np.int64)
+    if n in (0, total):
+        return _all_or_nothing(n)
     if k is None:
         k = max(1, min(n, math.isqrt(total)))
     result = spherical_kmeans(x, k, seed=seed)
@@ -79,6 +75,11 @@ def cluster_stratified_sample(
 
 
 # --------------------------------------------------------------------------- internals
+
+
+def _all_or_nothing(n: int) -> np.ndarray:
+    """The answer when nothing needs choosing: no rows, or every one of the ``n`` rows."""
+    return np.arange(n, dtype=np.int64)
 
 
 def _clamp(n: int, total: int) -> int:
