@@ -42,20 +42,21 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
+def _emit(rows: list[dict[str, Any]], as_json: bool, line: str) -> None:
+    """Rows as JSON, or one ``line.format(**row)`` per row."""
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
-    for r in rows:
-        print(f"{r['rank']:>4}  {r['score']:.4f}  {r['image_id']}  {r['relpath']}")
+    for row in rows:
+        print(line.format(**row))
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     from exoray.explore import Explorer
 
-    ex = Explorer(args.base, args.model)
-    rows = ex.search(args.text, image=args.image, image_id=args.id, k=args.k)
-    _print_rows(rows, args.json)
+    rows = Explorer(args.base, args.model).search(args.text, image=args.image, image_id=args.id,
+                                                  k=args.k)
+    _emit(rows, args.json, "{rank:>4}  {score:.4f}  {image_id}  {relpath}")
     return 0
 
 
@@ -63,11 +64,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     from exoray.explore import Explorer
 
     clusters = Explorer(args.base, args.model).cluster(args.k, seed=args.seed)
-    if args.json:
-        print(json.dumps(clusters, indent=2))
-    else:
-        for c in clusters:
-            print(f"cluster {c['cluster']:>4}: {c['size']:>6} images, medoid {c['medoid']}")
+    _emit(clusters, args.json, "cluster {cluster:>4}: {size:>6} images, medoid {medoid}")
     return 0
 
 
@@ -77,11 +74,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     ex = Explorer(args.base, args.model)
     ids = ex.sample(args.n, method=args.method, subset=args.subset, seed=args.seed)
     rows = [{"image_id": i, "relpath": ex.relpaths.get(i)} for i in ids]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            print(f"{r['image_id']}  {r['relpath']}")
+    _emit(rows, args.json, "{image_id}  {relpath}")
     return 0
 
 
