@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -66,11 +66,13 @@ def write_part(
     seq: str,
     staging_dir: str | None = None,
     compression: str = "zstd",
+    before_publish: Callable[[], None] | None = None,
 ) -> PartInfo:
     """Stage ``table`` locally, verify it, publish it into ``folder``; returns the part.
 
     Raises :class:`PartError` if the staged file does not read back with the same row count;
-    then nothing reaches BASE.
+    then nothing reaches BASE. ``before_publish`` runs last, right before the publish, and may
+    raise to withhold the part (see :mod:`exoray.lease`).
     """
     if table.num_rows == 0:
         raise ValueError(f"refusing to publish an empty part into {folder!r}")
@@ -83,6 +85,8 @@ def write_part(
                 f"staged part {name} reads back {meta.num_rows} rows, expected {table.num_rows}; "
                 "check free space on the local disk (EXORAY_STAGING)"
             )
+        if before_publish is not None:
+            before_publish()
         store.publish_file(local, folder, name)
     return PartInfo(name, run_id, task, table.num_rows, store.size(folder, name))
 

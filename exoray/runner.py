@@ -18,6 +18,7 @@ import pyarrow as pa
 from exoray import layout
 from exoray.events import read_events
 from exoray.jobs import JobRecord, new_run_id, now_utc, record_job
+from exoray.lease import take_lease
 from exoray.parts import list_parts, sweep
 from exoray.sink import Splitter, make_part_sink
 from exoray.storage import Store
@@ -49,10 +50,10 @@ class PhaseRun:
     stages: list[Stage]
     splitter: Splitter
     outputs: list[str]
+    run_id: str  # from begin_run(), which took the phase's lease for it
     part_rows: int = DEFAULT_PART_ROWS
     options: dict[str, Any] = field(default_factory=dict)
     model_id: str | None = None
-    run_id: str = field(default_factory=new_run_id)
     show_progress: bool = True
 
 
@@ -75,15 +76,20 @@ class RunResult:
                 f"{self.seconds:.1f}s ({self.images_per_s:.1f} images/s), run {self.run_id}")
 
 
-def sweep_outputs(store: Store, folders: list[str]) -> None:
-    """Start-of-run clean-up of every folder this phase writes (and the errors table).
+def begin_run(store: Store, phase: str, folders: list[str]) -> str:
+    """Start a run of ``phase``: clean up after killed runs and take the phase's lease.
 
-    Parts are verified as the done-set reads them (``read_parts``), so only temporaries go here.
+    Call it before reading what is done: from then on, writers of an earlier (killed) run can
+    no longer publish, so the todo list stays true. Parts are verified as the done-set reads them
+    (``read_parts``), so the sweep only removes temporaries. Returns the new run id.
     """
     for folder in [*folders, layout.ERRORS]:
         result = sweep(store, folder, verify=False)
         if any(result.values()):
             log.warning("%s: %s", folder, result)
+    run_id = new_run_id()
+    take_lease(store, phase, run_id)
+    return run_id
 
 
 def rows_of_run(store: Store, folder: str, run_id: str) -> int:
@@ -175,7 +181,8 @@ def execute(run: PhaseRun) -> RunResult:
                     num_cpus=stage.num_cpus,
                     num_gpus=stage.num_gpus or None,
                 )
-            sink = make_part_sink(store.location, run.run_id, run.splitter, run.part_rows)
+            sink = make_part_sink(store.location, run.phase, run.run_id, run.splitter,
+                                  run.part_rows)
             with ProgressMonitor(store, run.outputs, run.run_id,
                                  run.todo.num_rows, run.phase, enabled=run.show_progress):
                 ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})

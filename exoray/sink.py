@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from exoray import layout
+from exoray.lease import Fence
 from exoray.parts import write_part
 from exoray.storage import Store
 
@@ -28,9 +29,10 @@ def _block_to_arrow(block: Any) -> pa.Table:
     return pa.Table.from_pandas(block, preserve_index=False)
 
 
-def make_part_sink(store_location: str, run_id: str, splitter: Splitter, part_rows: int) -> Any:
+def make_part_sink(store_location: str, phase: str, run_id: str, splitter: Splitter,
+                   part_rows: int) -> Any:
     """A Ray Datasink publishing atomic parts (Ray imported lazily: models never need it)."""
-    return _make_sink_class()(store_location, run_id, splitter, part_rows)
+    return _make_sink_class()(store_location, phase, run_id, splitter, part_rows)
 
 
 _SINK_CLASS: type | None = None
@@ -43,9 +45,10 @@ def _make_sink_class() -> type:
     from ray.data import Datasink
 
     class _PartSink(Datasink):
-        def __init__(self, store_location: str, run_id: str, splitter: Splitter,
+        def __init__(self, store_location: str, phase: str, run_id: str, splitter: Splitter,
                      part_rows: int) -> None:
             self.store_location = store_location
+            self.phase = phase
             self.run_id = run_id
             self.splitter = splitter
             self.part_rows = part_rows
@@ -63,15 +66,17 @@ def _make_sink_class() -> type:
             if not tables:
                 return {}
             table = pa.concat_tables(tables, promote_options="permissive")
-            return publish_rows(Store(self.store_location), table, run_id=self.run_id,
-                                splitter=self.splitter, task=int(getattr(ctx, "task_idx", 0)))
+            store = Store(self.store_location)
+            return publish_rows(store, table, run_id=self.run_id, splitter=self.splitter,
+                                task=int(getattr(ctx, "task_idx", 0)),
+                                fence=Fence(store, self.phase, self.run_id))
 
     _SINK_CLASS = _PartSink
     return _SINK_CLASS
 
 
 def publish_rows(store: Store, table: pa.Table, *, run_id: str, splitter: Splitter,
-                 task: int) -> dict[str, int]:
+                 task: int, fence: Callable[[], None] | None = None) -> dict[str, int]:
     """Split one bundle of rows and publish each piece as a part; returns rows per folder.
 
     Errors are published first: if the process dies between the two publishes, the successful
@@ -81,10 +86,12 @@ def publish_rows(store: Store, table: pa.Table, *, run_id: str, splitter: Splitt
     seq = uuid.uuid4().hex[:8]
     written: dict[str, int] = {}
     if errors is not None and errors.num_rows:
-        write_part(store, layout.ERRORS, errors, run_id=run_id, task=task, seq=seq)
+        write_part(store, layout.ERRORS, errors, run_id=run_id, task=task, seq=seq,
+                   before_publish=fence)
         written[layout.ERRORS] = errors.num_rows
     for folder, part in outputs.items():
         if part.num_rows:
-            write_part(store, folder, part, run_id=run_id, task=task, seq=seq)
+            write_part(store, folder, part, run_id=run_id, task=task, seq=seq,
+                       before_publish=fence)
             written[folder] = part.num_rows
     return written

@@ -14,10 +14,9 @@ from exoray import layout
 from exoray.backends_record import remember_backend
 from exoray.decode import DEFAULT_MAX_PIXELS
 from exoray.done import done_keys, error_keys, pending_mask, present_images
-from exoray.jobs import new_run_id
 from exoray.manifest import manifest_root
 from exoray.ray_runtime import actor_pool_plan, ensure_ray
-from exoray.runner import DEFAULT_PART_ROWS, PhaseRun, RunResult, Stage, execute, sweep_outputs
+from exoray.runner import DEFAULT_PART_ROWS, PhaseRun, RunResult, Stage, begin_run, execute
 from exoray.stages.embed import PHASE, DecodeWorker, EmbeddingSplitter, EmbedWorker
 from exoray.storage import Store
 from pipelines.features import require_manifest
@@ -109,8 +108,7 @@ def run(
     for plan in plans:
         remember_backend(store, plan.name, plan.model_id, plan.kwargs)
     outputs = [layout.embeddings_folder(p.name) for p in plans]
-    sweep_outputs(store, outputs)
-    run_id = new_run_id()
+    run_id = begin_run(store, PHASE, outputs)
     pending = todo(store, plans, retry_errors=retry_errors, run_id=run_id)
     shape = ensure_ray()
     decode_plan = actor_pool_plan(shape)

@@ -9,10 +9,9 @@ import pyarrow as pa
 from exoray import layout
 from exoray.decode import DEFAULT_MAX_PIXELS
 from exoray.done import done_keys, error_keys, pending_mask, present_images
-from exoray.jobs import new_run_id
 from exoray.manifest import manifest_root, read_manifest
 from exoray.ray_runtime import actor_pool_plan, ensure_ray
-from exoray.runner import DEFAULT_PART_ROWS, PhaseRun, RunResult, Stage, execute, sweep_outputs
+from exoray.runner import DEFAULT_PART_ROWS, PhaseRun, RunResult, Stage, begin_run, execute
 from exoray.stages.features import PHASE, FeatureWorker, split_feature_rows
 from exoray.storage import Store
 
@@ -53,12 +52,11 @@ def run(
     if part_rows < 1 or batch_size < 1:
         raise ValueError("part_rows and batch_size must be positive integers")
     store = Store(base)
-    sweep_outputs(store, [layout.FEATURES])
+    run_id = begin_run(store, PHASE, [layout.FEATURES])
     pending = todo(store, retry_errors=retry_errors)
     shape = ensure_ray()
     root = manifest_root(store)
     plan = actor_pool_plan(shape, max_actors=max_actors)
-    run_id = new_run_id()
     stage = Stage(
         name="features",
         fn=FeatureWorker,

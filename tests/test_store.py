@@ -94,3 +94,15 @@ def test_reading_parts_quarantines_corrupt_ones_so_their_images_are_redone(store
     assert sorted(done_keys(store, "f").to_pylist()) == ["a|1-1", "b|1-1"]
     assert [p.run_id for p in list_parts(store, "f")] == ["r1"]
     assert store.exists("quarantine", "f", "part-r2-00000-02-n3.parquet")
+
+
+def test_a_superseded_run_cannot_publish(store):
+    from exoray.lease import Fence, LeaseLost, take_lease
+
+    take_lease(store, "features", "old")
+    fence = Fence(store, "features", "old")
+    write_part(store, "f", table(["a"]), run_id="old", task=0, seq="01", before_publish=fence)
+    take_lease(store, "features", "new")  # a rerun started after a kill
+    with pytest.raises(LeaseLost, match="took over"):
+        write_part(store, "f", table(["b"]), run_id="old", task=0, seq="02", before_publish=fence)
+    assert read_parts(store, "f")["image_id"].to_pylist() == ["a"]
