@@ -78,7 +78,7 @@ def image_set(
     Returns the folder; its ``truth.json`` lists the files. Generation time is printed, never
     counted in a measurement.
     """
-    from exoray.synth import make_image_set
+    from exoray.dev.synth import make_image_set
 
     tag = f"{'-'.join(formats)}-{min_megapixels:g}-{max_megapixels:g}mp-n{n}-s{seed}"
     root = Path(workdir) / f"images-{tag}"

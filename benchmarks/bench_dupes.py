@@ -17,8 +17,8 @@ import time
 import numpy as np
 import pyarrow.compute as pc
 
-from exoray import dupes
-from exoray.dupes import find_hash_duplicates
+from exoray.image import dupes
+from exoray.image.dupes import find_hash_duplicates
 
 
 def make_hashes(

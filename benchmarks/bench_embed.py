@@ -3,7 +3,7 @@
 Same ``--n`` synthetic 1-3 MP JPEGs (warm page cache), same batch size, same backend:
 
 * model only: a plain loop that reads each file, decodes it with exoray's own
-  ``exoray.stages.embed.square_crop`` and calls ``load_backend(model, device=...)`` on batches;
+  ``exoray.engine.stages.embed.square_crop`` and calls ``load_backend(model, device=...)`` on batches;
 * pipeline: ``pipelines.embeddings.run(base, [model], batch_size=...)`` after ``manifest.run``
   (Ray with 2 CPUs started before timing), model construction inside the actor included.
 
@@ -37,9 +37,9 @@ from _common import (
 
 def model_only(files: list[Path], root: Path, model: str, device: str | None, batch_size: int,
                t: dict[str, float], wait: float) -> dict[str, np.ndarray]:
-    from exoray.decode import DEFAULT_MAX_PIXELS
+    from exoray.engine.stages.embed import square_crop
+    from exoray.image.decode import DEFAULT_MAX_PIXELS
     from exoray.models import load_backend
-    from exoray.stages.embed import square_crop
 
     wait_for_quiet(wait)
     with timed("model only: load_backend", t):
@@ -95,10 +95,10 @@ def main() -> None:
 
     import torch
 
-    from exoray import layout
-    from exoray.ids import image_id
-    from exoray.parts import read_parts
-    from exoray.storage import Store
+    from exoray.image.ids import image_id
+    from exoray.storage import layout
+    from exoray.storage.parts import read_parts
+    from exoray.storage.store import Store
     from pipelines import embeddings, manifest
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

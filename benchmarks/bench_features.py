@@ -57,7 +57,7 @@ from _common import (
 )
 
 SECTIONS = ("baselines", "cleanvision", "exoray", "latency", "memory")
-WORKING_SIDE = 512  # exoray.cheap_features.WORKING_SIDE: the baseline uses the same working size
+WORKING_SIDE = 512  # exoray.image.cheap_features.WORKING_SIDE: the baseline uses the same working size
 
 # --------------------------------------------------------------------------- baselines
 
@@ -115,7 +115,7 @@ def decode_only(path: str) -> int:
 
 def exoray_compute(path: str) -> int:
     """exoray's per-image work without Ray: read + ``compute_features`` (for the breakdown)."""
-    from exoray.cheap_features import compute_features
+    from exoray.image.cheap_features import compute_features
 
     with open(path, "rb") as f:
         return len(compute_features(f.read(), name=path))
@@ -125,7 +125,7 @@ def _import_pil(_: int) -> int:
     import imagehash  # noqa: F401
     from PIL import Image  # noqa: F401
 
-    import exoray.cheap_features  # noqa: F401
+    import exoray.image.cheap_features  # noqa: F401
 
     return 0
 
@@ -244,9 +244,9 @@ def run_exoray(root: Path, workdir: Path, t: dict[str, float], wait: float) -> N
 # --------------------------------------------------------------------------- slow storage
 
 SITECUSTOMIZE = textwrap.dedent('''
-    """Benchmark hook: exoray.storage.Store.read_bytes sleeps EXORAY_BENCH_LATENCY_MS per call.
+    """Benchmark hook: exoray.storage.store.Store.read_bytes sleeps EXORAY_BENCH_LATENCY_MS per call.
 
-    Patched lazily when exoray.storage is first imported (Ray workers inherit PYTHONPATH), and
+    Patched lazily when exoray.storage.store is first imported (Ray workers inherit PYTHONPATH), and
     every call appends one byte to EXORAY_BENCH_LATENCY_LOG so the benchmark can count them.
     """
     import os
@@ -277,7 +277,7 @@ SITECUSTOMIZE = textwrap.dedent('''
 
     class _Hook:
         def find_spec(self, name, path, target=None):
-            if name != "exoray.storage":
+            if name != "exoray.storage.store":
                 return None
             sys.meta_path.remove(self)
             for finder in sys.meta_path:

@@ -1,7 +1,7 @@
 """Benchmark the resume check: which of 1M manifest images a phase has already done.
 
 Writes ``--parts`` x ``--rows`` feature rows (image_id, fingerprint and a few feature columns)
-through ``exoray.parts.write_part`` into a temporary BASE, plus a manifest of the same size in
+through ``exoray.storage.parts.write_part`` into a temporary BASE, plus a manifest of the same size in
 which ``--changed`` images got a new fingerprint, then times the calls ``pipelines.features.todo``
 makes: ``done_keys`` (list + read the parts, build the key set) and ``pending_mask`` (and the whole
 ``todo`` once, manifest read and error table included).
@@ -20,16 +20,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from _common import bench_parser, machine, prepare_workdir, timed, wait_for_quiet
 
-from exoray import layout
-from exoray.done import done_keys, pending_mask, present_images
-from exoray.ids import fingerprint
-from exoray.manifest import MANIFEST_SCHEMA, PRESENT, write_manifest
-from exoray.parts import write_part
-from exoray.storage import Store
+from exoray.engine.done import done_keys, pending_mask, present_images
+from exoray.image.ids import fingerprint
+from exoray.image.manifest import MANIFEST_SCHEMA, PRESENT, write_manifest
+from exoray.storage import layout
+from exoray.storage.parts import write_part
+from exoray.storage.store import Store
 
 
 def make_ids(n: int, seed: int) -> tuple[list[str], list[str], list[str]]:
-    """image_id (16 hex chars like exoray.ids.image_id), relpath, fingerprint for n images."""
+    """image_id (16 hex chars like exoray.image.ids.image_id), relpath, fingerprint for n images."""
     rng = np.random.default_rng(seed)
     ids = [f"{x:016x}" for x in rng.integers(0, 2**63, n, dtype=np.int64).tolist()]
     relpaths = [f"photos/{i // 1000:04d}/IMG_{i:07d}.jpg" for i in range(n)]

@@ -9,13 +9,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from exoray import layout
-from exoray.done import present_images
-from exoray.dupes import find_hash_duplicates, merge_duplicate_tables, summarize_duplicates
-from exoray.manifest import read_manifest
-from exoray.parts import read_parts
-from exoray.staging import staging_file
-from exoray.storage import Store
+from exoray.engine.done import present_images
+from exoray.image.dupes import find_hash_duplicates, merge_duplicate_tables, summarize_duplicates
+from exoray.image.manifest import read_manifest
+from exoray.storage import layout
+from exoray.storage.parts import read_parts
+from exoray.storage.staging import staging_file
+from exoray.storage.store import Store
 
 
 def current_rows(store: Store, folder: str, columns: list[str]) -> pa.Table:
@@ -41,8 +41,8 @@ def run(base: str | os.PathLike[str], *, max_distance: int = 6, model: str | Non
     tables = [find_hash_duplicates(feats["image_id"].to_pylist(), feats["content_hash"].to_pylist(),
                                    feats["phash"].to_pylist(), max_distance=max_distance)]
     if model is not None:
-        from exoray.dupes import find_embedding_duplicates
-        from exoray.embeddings_store import read_current_embeddings
+        from exoray.image.dupes import find_embedding_duplicates
+        from exoray.index.embeddings import read_current_embeddings
 
         ids, vectors, _ = read_current_embeddings(store, model)
         tables.append(find_embedding_duplicates(ids, vectors, threshold=threshold))

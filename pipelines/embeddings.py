@@ -10,15 +10,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from exoray import layout
-from exoray.backends_record import remember_backend
-from exoray.decode import DEFAULT_MAX_PIXELS
-from exoray.done import done_keys, error_keys, pending_mask, present_images
-from exoray.manifest import manifest_root
-from exoray.ray_runtime import actor_pool_plan, ensure_ray
-from exoray.runner import DEFAULT_PART_ROWS, PhaseRun, RunResult, Stage, begin_run, execute
-from exoray.stages.embed import PHASE, DecodeWorker, EmbeddingSplitter, EmbedWorker
-from exoray.storage import Store
+from exoray.engine.done import done_keys, error_keys, pending_mask, present_images
+from exoray.engine.ray_runtime import actor_pool_plan, ensure_ray
+from exoray.engine.runner import DEFAULT_PART_ROWS, PhaseRun, RunResult, Stage, begin_run, execute
+from exoray.engine.stages.embed import PHASE, DecodeWorker, EmbeddingSplitter, EmbedWorker
+from exoray.image.decode import DEFAULT_MAX_PIXELS
+from exoray.image.manifest import manifest_root
+from exoray.models.record import remember_backend
+from exoray.storage import layout
+from exoray.storage.store import Store
 from pipelines.features import require_manifest
 
 MODEL_ACTOR_CPUS = 0.25  # torch uses its own threads; the reservation only has to leave room

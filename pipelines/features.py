@@ -6,14 +6,14 @@ import os
 
 import pyarrow as pa
 
-from exoray import layout
-from exoray.decode import DEFAULT_MAX_PIXELS
-from exoray.done import done_keys, error_keys, pending_mask, present_images
-from exoray.manifest import manifest_root, read_manifest
-from exoray.ray_runtime import actor_pool_plan, ensure_ray
-from exoray.runner import DEFAULT_PART_ROWS, PhaseRun, RunResult, Stage, begin_run, execute
-from exoray.stages.features import PHASE, FeatureWorker, split_feature_rows
-from exoray.storage import Store
+from exoray.engine.done import done_keys, error_keys, pending_mask, present_images
+from exoray.engine.ray_runtime import actor_pool_plan, ensure_ray
+from exoray.engine.runner import DEFAULT_PART_ROWS, PhaseRun, RunResult, Stage, begin_run, execute
+from exoray.engine.stages.features import PHASE, FeatureWorker, split_feature_rows
+from exoray.image.decode import DEFAULT_MAX_PIXELS
+from exoray.image.manifest import manifest_root, read_manifest
+from exoray.storage import layout
+from exoray.storage.store import Store
 
 DEFAULT_BATCH_SIZE = 16
 

@@ -6,8 +6,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from exoray.index_store import build_index
-from exoray.storage import Store
+from exoray.index.store import build_index
+from exoray.storage.store import Store
 
 
 def run(base: str | os.PathLike[str], models: Sequence[str] = ("clip",), *, kind: str = "auto",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from exoray.manifest import ScanSummary, build_manifest
-from exoray.storage import Store
+from exoray.image.manifest import ScanSummary, build_manifest
+from exoray.storage.store import Store
 
 
 def run(base: str | os.PathLike[str], images: str | os.PathLike[str] | None = None) -> ScanSummary:

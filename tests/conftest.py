@@ -39,7 +39,7 @@ def ray_session():
 @pytest.fixture(scope="session")
 def synth_set(tmp_path_factory):
     """A 120-image synthetic set with bad files, shared read-only by pipeline tests."""
-    from exoray.synth import make_image_set
+    from exoray.dev.synth import make_image_set
 
     root = tmp_path_factory.mktemp("synth") / "images"
     truth = make_image_set(root, n=120, seed=7, corrupt=True, max_megapixels=1.0)

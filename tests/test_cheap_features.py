@@ -13,15 +13,15 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from exoray.cheap_features import (
+from exoray.dev.synth import make_image_set
+from exoray.image.cheap_features import (
     FEATURE_COLUMNS,
     FEATURE_SCHEMA,
     WORKING_SIDE,
     compute_features,
     hamming_hex,
 )
-from exoray.decode import DecodeError
-from exoray.synth import make_image_set
+from exoray.image.decode import DecodeError
 
 
 def encode(arr: np.ndarray, fmt: str = "JPEG", **kw: object) -> bytes:

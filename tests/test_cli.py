@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from exoray.cli import build_parser, main
+from exoray.cli.main import build_parser, main
 
 COMMANDS = ["manifest", "features", "dupes", "status", "errors", "synth", "demo", "embed", "index",
             "search", "cluster", "sample"]

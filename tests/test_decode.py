@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from exoray.decode import (
+from exoray.image.decode import (
     DEFAULT_MAX_PIXELS,
     DecodedImage,
     DecodeError,

@@ -1,4 +1,4 @@
-"""Tests for exoray.dupes: exact, perceptual-hash and embedding duplicate grouping."""
+"""Tests for exoray.image.dupes: exact, perceptual-hash and embedding duplicate grouping."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from exoray import dupes
-from exoray.dupes import (
+from exoray.image import dupes
+from exoray.image.dupes import (
     SCHEMA,
     find_embedding_duplicates,
     find_hash_duplicates,

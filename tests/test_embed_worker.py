@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from exoray.events import read_events
+from exoray.engine.events import read_events
+from exoray.engine.stages.embed import DecodeWorker, EmbedWorker
 from exoray.models.clip import ClipBackend
-from exoray.stages.embed import DecodeWorker, EmbedWorker
-from exoray.storage import Store
+from exoray.storage.store import Store
 
 
 class OomAbove8(ClipBackend):

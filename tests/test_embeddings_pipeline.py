@@ -9,16 +9,16 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from exoray import layout
-from exoray.cli import main
-from exoray.embeddings_store import read_current_embeddings
-from exoray.errors_table import read_errors
-from exoray.explore import Explorer
-from exoray.jobs import read_jobs
-from exoray.manifest import read_manifest
-from exoray.parts import read_parts
-from exoray.status import collect_status
-from exoray.storage import Store
+from exoray.cli.main import main
+from exoray.engine.errors_table import read_errors
+from exoray.engine.jobs import read_jobs
+from exoray.engine.status import collect_status
+from exoray.explore.explorer import Explorer
+from exoray.image.manifest import read_manifest
+from exoray.index.embeddings import read_current_embeddings
+from exoray.storage import layout
+from exoray.storage.parts import read_parts
+from exoray.storage.store import Store
 from pipelines import embeddings, indices, manifest
 
 MODELS = ["clip:tiny", "dino:tiny"]

@@ -7,13 +7,13 @@ import shutil
 import pyarrow.compute as pc
 import pytest
 
-from exoray import layout
-from exoray.errors_table import read_errors
-from exoray.jobs import read_jobs
-from exoray.manifest import read_manifest
-from exoray.parts import list_parts, read_parts
-from exoray.status import collect_status
-from exoray.storage import Store
+from exoray.engine.errors_table import read_errors
+from exoray.engine.jobs import read_jobs
+from exoray.engine.status import collect_status
+from exoray.image.manifest import read_manifest
+from exoray.storage import layout
+from exoray.storage.parts import list_parts, read_parts
+from exoray.storage.store import Store
 from pipelines import features, manifest
 
 

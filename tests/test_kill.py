@@ -12,11 +12,11 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from exoray import layout
-from exoray.errors_table import read_errors
-from exoray.manifest import read_manifest
-from exoray.parts import list_parts, read_parts
-from exoray.storage import Store
+from exoray.engine.errors_table import read_errors
+from exoray.image.manifest import read_manifest
+from exoray.storage import layout
+from exoray.storage.parts import list_parts, read_parts
+from exoray.storage.store import Store
 from pipelines import manifest
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ FEATURE_ARGS = ["--part-rows", "10", "--batch-size", "4", "-q"]
 
 def exoray(*args: str, **kw) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.Popen([sys.executable, "-m", "exoray.cli", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "exoray.cli.main", *args], env=env,
                             start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, **kw)
 

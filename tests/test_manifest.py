@@ -8,9 +8,9 @@ import time
 import pyarrow.compute as pc
 import pytest
 
-from exoray.ids import image_id
-from exoray.manifest import read_manifest
-from exoray.storage import Store
+from exoray.image.ids import image_id
+from exoray.image.manifest import read_manifest
+from exoray.storage.store import Store
 from pipelines import manifest
 
 

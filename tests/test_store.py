@@ -7,9 +7,9 @@ import os
 import pyarrow as pa
 import pytest
 
-from exoray.done import count_done, done_keys, pending_mask
-from exoray.parts import list_parts, read_parts, sweep, write_part
-from exoray.storage import Store
+from exoray.engine.done import count_done, done_keys, pending_mask
+from exoray.storage.parts import list_parts, read_parts, sweep, write_part
+from exoray.storage.store import Store
 
 
 def table(ids, fp="1-1"):
@@ -97,7 +97,7 @@ def test_reading_parts_quarantines_corrupt_ones_so_their_images_are_redone(store
 
 
 def test_a_superseded_run_cannot_publish(store):
-    from exoray.lease import Fence, LeaseLost, take_lease
+    from exoray.storage.lease import Fence, LeaseLost, take_lease
 
     take_lease(store, "features", "old")
     fence = Fence(store, "features", "old")

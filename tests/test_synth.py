@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from exoray.decode import DecodeError, decode_image
-from exoray.synth import make_image_set
+from exoray.dev.synth import make_image_set
+from exoray.image.decode import DecodeError, decode_image
 
 
 def files_on_disk(root: Path) -> dict[str, str]:

@@ -16,11 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from exoray import layout
-from exoray.decode import DEFAULT_MAX_PIXELS, decode_image, read_image_size
-from exoray.errors_table import error_rows
-from exoray.stages.reading import ItemError, PrefetchingReader
-from exoray.storage import Store
+from exoray.engine.errors_table import error_rows
+from exoray.engine.stages.reading import ItemError, PrefetchingReader
+from exoray.image.decode import DEFAULT_MAX_PIXELS, decode_image, read_image_size
+from exoray.storage import layout
+from exoray.storage.store import Store
 
 PHASE = "embed"
 
@@ -121,7 +121,7 @@ class EmbedWorker:
         return out
 
     def _flush_events(self) -> None:
-        from exoray.events import record_event
+        from exoray.engine.events import record_event
 
         events = getattr(self.backend, "events", [])
         for event in events[self._events_seen:]:

@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from exoray.storage import Store
+from exoray.storage.store import Store
 
 EVENTS = "logs/events"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from exoray import layout
-from exoray.storage import Store
+from exoray.storage import layout
+from exoray.storage.store import Store
 
 
 def _path(model: str) -> tuple[str, str]:

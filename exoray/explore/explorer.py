@@ -11,15 +11,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from exoray import layout
-from exoray.backends_record import backend_kwargs_for
-from exoray.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
-from exoray.done import present_images
-from exoray.embeddings_store import read_current_embeddings
-from exoray.index_store import load_index
-from exoray.manifest import manifest_root, read_manifest
-from exoray.staging import staging_file
-from exoray.storage import Store
+from exoray.engine.done import present_images
+from exoray.image.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from exoray.image.manifest import manifest_root, read_manifest
+from exoray.index.embeddings import read_current_embeddings
+from exoray.index.store import load_index
+from exoray.models.record import backend_kwargs_for
+from exoray.storage import layout
+from exoray.storage.staging import staging_file
+from exoray.storage.store import Store
 
 SAMPLE_METHODS = ("diverse", "random", "stratified")
 
@@ -70,7 +70,7 @@ class Explorer:
                                  "(use --model clip, or search by --image / --id)")
             return self.backend.encode_text([text])[0]
         if image is not None:
-            from exoray.stages.embed import square_crop
+            from exoray.engine.stages.embed import square_crop
 
             if not os.path.isfile(image):
                 raise FileNotFoundError(f"query image {image!r} does not exist; pass an image file")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from exoray.errors_table import read_errors
-from exoray.manifest import PRESENT
-from exoray.parts import PartInfo, read_parts
-from exoray.storage import Store
+from exoray.engine.errors_table import read_errors
+from exoray.image.manifest import PRESENT
+from exoray.storage.parts import PartInfo, read_parts
+from exoray.storage.store import Store
 
 KEY_COLUMNS = ["image_id", "fingerprint"]
 
@@ -36,7 +36,7 @@ def done_keys(store: Store, folder: str, *, model_id: str | None = None,
 
 def permanent_error_keys(errors: pa.Table, phase: str) -> pa.Array:
     """Keys with a permanent error for ``phase`` (transient I/O errors are retried anyway)."""
-    from exoray.stages.reading import TRANSIENT_ERRORS
+    from exoray.engine.stages.reading import TRANSIENT_ERRORS
 
     if errors.num_rows:
         errors = errors.filter(pc.and_(

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from exoray.storage import Store
+from exoray.storage.store import Store
 
 TRANSIENT_ERRORS = frozenset({"io"})  # retried automatically on the next run
 
@@ -45,7 +45,7 @@ T = TypeVar("T")
 def apply_decoder(data: bytes | ItemError, relpath: str, fn: Callable[[bytes, str], T]
                   ) -> T | ItemError:
     """``fn(data, relpath)`` with every failure turned into an ItemError (never raised)."""
-    from exoray.decode import DecodeError
+    from exoray.image.decode import DecodeError
 
     if isinstance(data, ItemError):
         return data

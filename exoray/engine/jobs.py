@@ -18,9 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from exoray import __version__, layout
-from exoray.staging import staging_file
-from exoray.storage import Store
+from exoray import __version__
+from exoray.storage import layout
+from exoray.storage.staging import staging_file
+from exoray.storage.store import Store
 
 JOB_SCHEMA = pa.schema(
     [

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 
-from exoray.storage import Store
+from exoray.storage.store import Store
 
 LEASES = "logs/leases"
 

@@ -179,7 +179,7 @@ class Store:
 
     def write_bytes_atomic(self, data: bytes, *parts: str, staging_dir: str | None = None) -> None:
         """Write a small file (JSON, YAML) with the same all-or-nothing guarantee."""
-        from exoray.staging import staging_file
+        from exoray.storage.staging import staging_file
 
         with staging_file(suffix="-" + parts[-1].rsplit("/", 1)[-1], staging_dir=staging_dir) as tmp:
             with open(tmp, "wb") as f:

@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from exoray import layout
-from exoray.done import present_images
-from exoray.manifest import read_manifest
-from exoray.parts import PartInfo, list_parts, read_parts
-from exoray.storage import Store
+from exoray.engine.done import present_images
+from exoray.image.manifest import read_manifest
+from exoray.storage import layout
+from exoray.storage.parts import PartInfo, list_parts, read_parts
+from exoray.storage.store import Store
 
 
 def latest_model_id(store: Store, model: str, parts: list[PartInfo] | None = None) -> str:

@@ -15,13 +15,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from exoray import layout
-from exoray.events import read_events
-from exoray.jobs import JobRecord, new_run_id, now_utc, record_job
-from exoray.lease import take_lease
-from exoray.parts import list_parts, sweep
-from exoray.sink import Splitter, make_part_sink
-from exoray.storage import Store
+from exoray.engine.events import read_events
+from exoray.engine.jobs import JobRecord, new_run_id, now_utc, record_job
+from exoray.engine.sink import Splitter, make_part_sink
+from exoray.storage import layout
+from exoray.storage.lease import take_lease
+from exoray.storage.parts import list_parts, sweep
+from exoray.storage.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from exoray import layout
-from exoray.ids import fingerprint, image_id, normalize_relpath
-from exoray.staging import staging_file
-from exoray.storage import Store, is_uri
+from exoray.image.ids import fingerprint, image_id, normalize_relpath
+from exoray.storage import layout
+from exoray.storage.staging import staging_file
+from exoray.storage.store import Store, is_uri
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
 PRESENT, DELETED = "present", "deleted"

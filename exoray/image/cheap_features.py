@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from exoray.decode import DEFAULT_MAX_PIXELS, decode_image
+from exoray.image.decode import DEFAULT_MAX_PIXELS, decode_image
 
 WORKING_SIDE = 512
 

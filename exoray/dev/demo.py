@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import os
 
-from exoray import layout
-from exoray.storage import Store
+from exoray.storage import layout
+from exoray.storage.store import Store
 
 DEMO_MODELS = ("clip:tiny", "dino:tiny")
 
 
 def run_demo(base: str, *, n: int = 200, seed: int = 0, show_progress: bool = True) -> None:
-    from exoray.explore import Explorer
-    from exoray.status import collect_status, format_status
-    from exoray.synth import make_image_set
+    from exoray.dev.synth import make_image_set
+    from exoray.engine.status import collect_status, format_status
+    from exoray.explore.explorer import Explorer
     from pipelines import dupes, embeddings, features, indices, manifest
 
     store = Store(base)

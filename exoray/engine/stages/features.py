@@ -8,11 +8,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from exoray import __version__
-from exoray.cheap_features import FEATURE_COLUMNS, compute_features
-from exoray.decode import DEFAULT_MAX_PIXELS
-from exoray.errors_table import error_rows
-from exoray.stages.reading import ItemError, PrefetchingReader
-from exoray.storage import Store
+from exoray.engine.errors_table import error_rows
+from exoray.engine.stages.reading import ItemError, PrefetchingReader
+from exoray.image.cheap_features import FEATURE_COLUMNS, compute_features
+from exoray.image.decode import DEFAULT_MAX_PIXELS
+from exoray.storage.store import Store
 
 PHASE = "features"
 ID_COLUMNS = [("image_id", pa.string()), ("relpath", pa.string()), ("fingerprint", pa.string())]
@@ -51,7 +51,7 @@ class FeatureWorker:
 
 def split_feature_rows(table: pa.Table) -> tuple[dict[str, pa.Table], pa.Table | None]:
     """Sink splitter: successful rows → features/global, failed rows → the errors table."""
-    from exoray import layout
+    from exoray.storage import layout
 
     failed = pc.is_valid(table["error"])
     ok = table.filter(pc.invert(failed)).select(FEATURES_SCHEMA.names).cast(FEATURES_SCHEMA)

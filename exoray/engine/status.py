@@ -9,14 +9,14 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from exoray import layout
-from exoray.done import count_done, done_keys, permanent_error_keys, present_images
-from exoray.errors_table import read_errors
-from exoray.index_store import index_coverage
-from exoray.jobs import read_jobs
-from exoray.manifest import manifest_root, read_manifest
-from exoray.parts import list_parts
-from exoray.storage import Store
+from exoray.engine.done import count_done, done_keys, permanent_error_keys, present_images
+from exoray.engine.errors_table import read_errors
+from exoray.engine.jobs import read_jobs
+from exoray.image.manifest import manifest_root, read_manifest
+from exoray.index.store import index_coverage
+from exoray.storage import layout
+from exoray.storage.parts import list_parts
+from exoray.storage.store import Store
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Ray bundles at least ``part_rows`` rows per write task (``min_rows_per_write``); each task splits
 its rows into per-folder tables plus error rows and publishes each as one verified part via
-:func:`exoray.parts.write_part`. Ray's own ``write_parquet`` is never pointed at BASE: it writes
+:func:`exoray.storage.parts.write_part`. Ray's own ``write_parquet`` is never pointed at BASE: it writes
 final names directly and its overwrite mode deletes the folder.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from exoray import layout
-from exoray.lease import Fence
-from exoray.parts import write_part
-from exoray.storage import Store
+from exoray.storage import layout
+from exoray.storage.lease import Fence
+from exoray.storage.parts import write_part
+from exoray.storage.store import Store
 
 # splitter(table) -> ({folder: table_to_publish}, errors_table_or_None)
 Splitter = Callable[[pa.Table], tuple[dict[str, pa.Table], pa.Table | None]]

@@ -1,7 +1,7 @@
 """Local staging area: every file bound for BASE is written and verified here first.
 
 Drive and object stores are slow and non-atomic for partial writes, so nothing is ever written
-into BASE piecemeal; see :mod:`exoray.parts` for the publish step.
+into BASE piecemeal; see :mod:`exoray.storage.parts` for the publish step.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from exoray import layout
-from exoray.parts import read_parts
-from exoray.storage import Store
+from exoray.storage import layout
+from exoray.storage.parts import read_parts
+from exoray.storage.store import Store
 
 ERROR_SCHEMA = pa.schema(
     [
@@ -38,7 +38,7 @@ def read_errors(store: Store, phase: str | None = None) -> pa.Table:
 def error_rows(failed: pa.Table, phase: str) -> pa.Table:
     """Errors-table rows from a stage's failed rows (image_id, relpath, fingerprint, error,
     message, run_id columns)."""
-    from exoray.jobs import now_utc
+    from exoray.engine.jobs import now_utc
 
     n = failed.num_rows
     return pa.table({

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from exoray.decode import DecodeError, decode_image
+from exoray.image.decode import DecodeError, decode_image
 
 FORMATS = ("jpg", "png", "webp")
 _PIL_FORMAT = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}

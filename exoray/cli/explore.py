@@ -52,7 +52,7 @@ def _emit(rows: list[dict[str, Any]], as_json: bool, line: str) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from exoray.explore import Explorer
+    from exoray.explore.explorer import Explorer
 
     rows = Explorer(args.base, args.model).search(args.text, image=args.image, image_id=args.id,
                                                   k=args.k)
@@ -61,7 +61,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from exoray.explore import Explorer
+    from exoray.explore.explorer import Explorer
 
     clusters = Explorer(args.base, args.model).cluster(args.k, seed=args.seed)
     _emit(clusters, args.json, "cluster {cluster:>4}: {size:>6} images, medoid {medoid}")
@@ -69,7 +69,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from exoray.explore import Explorer
+    from exoray.explore.explorer import Explorer
 
     ex = Explorer(args.base, args.model)
     ids = ex.sample(args.n, method=args.method, subset=args.subset, seed=args.seed)

@@ -13,12 +13,12 @@ import os
 import time
 from typing import Any
 
-from exoray import layout
-from exoray.embeddings_store import latest_model_id, read_current_embeddings
-from exoray.jobs import new_run_id
-from exoray.parts import list_parts
-from exoray.staging import staging_root
-from exoray.storage import Store
+from exoray.engine.jobs import new_run_id
+from exoray.index.embeddings import latest_model_id, read_current_embeddings
+from exoray.storage import layout
+from exoray.storage.parts import list_parts
+from exoray.storage.staging import staging_root
+from exoray.storage.store import Store
 
 INDEX_FILES = (".faiss", ".ids.parquet", ".meta.json")
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from exoray.staging import staging_file
-from exoray.storage import Store
+from exoray.storage.staging import staging_file
+from exoray.storage.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def write_part(
 
     Raises :class:`PartError` if the staged file does not read back with the same row count;
     then nothing reaches BASE. ``before_publish`` runs last, right before the publish, and may
-    raise to withhold the part (see :mod:`exoray.lease`).
+    raise to withhold the part (see :mod:`exoray.storage.lease`).
     """
     if table.num_rows == 0:
         raise ValueError(f"refusing to publish an empty part into {folder!r}")

@@ -53,7 +53,7 @@ def cmd_dupes(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from exoray.status import collect_status, format_status
+    from exoray.engine.status import collect_status, format_status
 
     st = collect_status(args.base)
     print(st.to_json() if args.json else format_status(st))
@@ -61,8 +61,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_errors(args: argparse.Namespace) -> int:
-    from exoray.errors_table import read_errors
-    from exoray.storage import Store
+    from exoray.engine.errors_table import read_errors
+    from exoray.storage.store import Store
 
     table = read_errors(Store(args.base), args.phase)
     rows = table.select(["phase", "relpath", "error", "message", "run_id"]).to_pylist()
@@ -76,7 +76,7 @@ def cmd_errors(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from exoray.synth import make_image_set
+    from exoray.dev.synth import make_image_set
 
     truth = make_image_set(args.dir, n=args.n, seed=args.seed, corrupt=args.corrupt,
                            max_megapixels=args.max_megapixels)
@@ -85,7 +85,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from exoray.demo import run_demo
+    from exoray.dev.demo import run_demo
 
     run_demo(args.base, n=args.n, seed=args.seed)
     return 0
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=cmd_demo)
 
-    from exoray.cli_explore import add_explore_commands
+    from exoray.cli.explore import add_explore_commands
 
     add_explore_commands(sub)
     return parser

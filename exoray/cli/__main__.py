@@ -1,0 +1,5 @@
+import sys
+
+from exoray.cli.main import main
+
+sys.exit(main())

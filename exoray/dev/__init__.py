@@ -1,0 +1,1 @@
+"""Developer tools: the synthetic image set with ground truth, and the demo."""

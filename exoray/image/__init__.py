@@ -1,0 +1,1 @@
+"""Images: the manifest scan and ids, the one decode function, cheap features, duplicates."""
