@@ -2,27 +2,39 @@
 
 One row per image ever seen: new files are added, changed files (size or mtime) get a new
 fingerprint so later phases re-queue them, vanished files are marked ``deleted`` (never erased, so
-their outputs keep their meaning).
+their outputs keep their meaning). Images under a folder that could not be listed this time keep
+their row as it was: "could not look" is not "gone". What the scan skipped, and why, goes to
+``manifests/skipped.parquet`` (see :mod:`exoray.image.scan` for the rules and reasons and
+:mod:`exoray.image.extensions` for the scanned extensions and ``EXORAY_EXTENSIONS``).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from exoray.image.extensions import missing_decoder_hint
 from exoray.image.ids import fingerprint, image_id, normalize_relpath
+from exoray.image.scan import (
+    LOOP,
+    UNKNOWN_EXTENSION,
+    UNLISTABLE,
+    ScannedFile,
+    ScanResult,
+    Skipped,
+    scan_root,
+)
 from exoray.storage import layout
 from exoray.storage.staging import staging_file
 from exoray.storage.store import Store, is_uri
 
-IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
 PRESENT, DELETED = "present", "deleted"
 
 MANIFEST_SCHEMA = pa.schema(
@@ -40,11 +52,11 @@ MANIFEST_SCHEMA = pa.schema(
 )
 
 
-@dataclass(frozen=True)
-class ScannedFile:
-    relpath: str
-    size: int
-    mtime_ns: int
+SKIPPED = "manifests/skipped.parquet"
+SKIPPED_SCHEMA = pa.schema(
+    [("relpath", pa.string()), ("reason", pa.string()), ("detail", pa.string())]
+)
+MAX_EXAMPLES = 5  # skipped relpaths kept per reason in the summary (all are in skipped.parquet)
 
 
 @dataclass(frozen=True)
@@ -57,97 +69,40 @@ class ScanSummary:
     deleted: int
     restored: int
     seconds: float
+    kept: int = 0  # known images under unlistable folders, left as they were
+    skipped: Mapping[str, int] = field(default_factory=dict)  # reason -> count
+    skipped_examples: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    skipped_extensions: Mapping[str, int] = field(default_factory=dict)  # unknown ext -> count
+    unlistable: tuple[str, ...] = ()  # folders (relpath/) that could not be listed
+    loops: tuple[str, ...] = ()  # symlinked folders leading back to an ancestor
 
     def __str__(self) -> str:
-        return (
+        line = (
             f"manifest: {self.present} images present ({self.total} known) under {self.root}; "
             f"{self.new} new, {self.changed} changed, {self.deleted} newly deleted, "
             f"{self.restored} restored; scanned in {self.seconds:.1f}s"
         )
-
-
-def image_extension(name: str) -> str | None:
-    """Lower-case extension if ``name`` is an image file name we scan, else None."""
-    if "." not in name:
-        return None
-    ext = name.rsplit(".", 1)[1].lower()
-    return ext if ext in IMAGE_EXTENSIONS else None
-
-
-def _skip_name(name: str) -> bool:
-    # Hidden files/folders, AppleDouble "._x.jpg" (also hidden), editor/OS droppings.
-    return name.startswith(".")
-
-
-def scan_local(root: str) -> Iterator[ScannedFile]:
-    """Walk a local/FUSE folder with scandir (one stat per file), following the skip rules.
-
-    Symlinks are followed only when they resolve inside ``root``; each real folder is visited once
-    so symlink loops cannot recurse forever.
-    """
-    real_root = os.path.realpath(root)
-    seen_dirs = {real_root}
-    stack = [("", root)]
-    while stack:
-        prefix, folder = stack.pop()
-        try:
-            it = os.scandir(folder)
-        except OSError:
-            continue  # unreadable folder (permissions, vanished while scanning)
-        with it:
-            for entry in it:
-                name = entry.name
-                if _skip_name(name):
-                    continue
-                try:
-                    is_link = entry.is_symlink()
-                    if is_link:
-                        target = os.path.realpath(entry.path)
-                        if not (target == real_root or target.startswith(real_root + os.sep)):
-                            continue
-                    if entry.is_dir():
-                        if image_extension(name) is not None:
-                            continue  # e.g. a "photo.jpg/" bundle folder
-                        if is_link:
-                            real = os.path.realpath(entry.path)
-                            if real in seen_dirs:
-                                continue  # a second way into a folder already walked
-                            seen_dirs.add(real)
-                        stack.append((f"{prefix}{name}/", entry.path))
-                        continue
-                    if image_extension(name) is None or not entry.is_file():
-                        continue
-                    st = entry.stat()
-                except OSError:
-                    continue  # broken symlink or file removed mid-scan
-                yield ScannedFile(f"{prefix}{name}", st.st_size, st.st_mtime_ns)
-
-
-def scan_uri(uri: str) -> Iterator[ScannedFile]:
-    """List an object-store/URI root with one recursive listing, same skip rules."""
-    fs, base = pafs.FileSystem.from_uri(uri)
-    base = base.rstrip("/")
-    for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=False, recursive=True)):
-        if info.type != pafs.FileType.File:
-            continue
-        rel = info.path[len(base) :].lstrip("/")
-        pieces = rel.split("/")
-        if any(_skip_name(p) for p in pieces) or image_extension(pieces[-1]) is None:
-            continue
-        if any(image_extension(p) is not None for p in pieces[:-1]):
-            continue
-        mtime_ns = int(info.mtime_ns) if info.mtime_ns is not None else 0
-        yield ScannedFile(rel, int(info.size or 0), mtime_ns)
-
-
-def scan_root(root: str) -> list[ScannedFile]:
-    if is_uri(root):
-        return list(scan_uri(root))
-    if not os.path.isdir(root):
-        raise FileNotFoundError(
-            f"image folder {root!r} does not exist; pass --images DIR pointing at your images"
-        )
-    return list(scan_local(root))
+        if self.skipped:
+            parts = []
+            for reason, n in sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0])):
+                text = f"{reason} {n}"
+                if reason == UNKNOWN_EXTENSION and self.skipped_extensions:
+                    text += " (" + ", ".join(
+                        f".{e} {c}" for e, c in list(self.skipped_extensions.items())[:4]
+                    ) + ")"
+                parts.append(text)
+            line += f"; skipped {sum(self.skipped.values())}: " + ", ".join(parts)
+            hints = {h for e in self.skipped_extensions if (h := missing_decoder_hint(e))}
+            line += "".join(f"; {h}" for h in sorted(hints))
+            line += f" (list: BASE/{SKIPPED})"
+        if self.unlistable:
+            shown = ", ".join(repr(u) for u in self.unlistable[:3])
+            more = f" and {len(self.unlistable) - 3} more" if len(self.unlistable) > 3 else ""
+            line += (
+                f"; WARNING: could not list {len(self.unlistable)} folder(s) {shown}{more}: "
+                f"their {self.kept} known images were kept as they were; rerun when readable"
+            )
+        return line
 
 
 def _scan_table(files: list[ScannedFile], now: pa.Scalar) -> pa.Table:
@@ -205,10 +160,17 @@ def manifest_root(store: Store) -> str | None:
     return root.decode() if root else None
 
 
-def merge_scan(old: pa.Table | None, scanned: pa.Table) -> tuple[pa.Table, dict[str, int]]:
-    """Combine the previous manifest with a fresh scan (pure; see module docstring)."""
+def merge_scan(
+    old: pa.Table | None, scanned: pa.Table, keep_prefixes: Sequence[str] = ()
+) -> tuple[pa.Table, dict[str, int]]:
+    """Combine the previous manifest with a fresh scan (pure; see module docstring).
+
+    Old rows not in the scan whose relpath starts with one of ``keep_prefixes`` (folders that
+    could not be listed, ending in ``/``) are kept unchanged instead of being marked deleted.
+    """
     if old is None or old.num_rows == 0:
-        return scanned, {"new": scanned.num_rows, "changed": 0, "deleted": 0, "restored": 0}
+        counts = {"new": scanned.num_rows, "changed": 0, "deleted": 0, "restored": 0, "kept": 0}
+        return scanned, counts
     old = old.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
     old_idx = {iid: i for i, iid in enumerate(old["image_id"].to_pylist())}
     old_fp = old["fingerprint"].to_pylist()
@@ -220,7 +182,7 @@ def merge_scan(old: pa.Table | None, scanned: pa.Table) -> tuple[pa.Table, dict[
 
     first_seen = scanned["first_seen"].to_pylist()
     last_changed = scanned["last_changed"].to_pylist()
-    counts = {"new": 0, "changed": 0, "deleted": 0, "restored": 0}
+    counts = {"new": 0, "changed": 0, "deleted": 0, "restored": 0, "kept": 0}
     for j, iid in enumerate(new_ids):
         i = old_idx.get(iid)
         if i is None:
@@ -242,6 +204,11 @@ def merge_scan(old: pa.Table | None, scanned: pa.Table) -> tuple[pa.Table, dict[
     )
     gone_mask = pc.invert(pc.is_in(old["image_id"], value_set=scanned["image_id"]))
     gone = old.filter(gone_mask)
+    kept = gone.slice(0, 0)
+    if gone.num_rows and keep_prefixes:
+        under = _under_any(gone["relpath"], keep_prefixes)
+        kept, gone = gone.filter(under), gone.filter(pc.invert(under))
+        counts["kept"] = kept.num_rows
     if gone.num_rows:
         newly = pc.sum(pc.equal(gone["status"], PRESENT)).as_py() or 0
         counts["deleted"] = int(newly)
@@ -251,20 +218,60 @@ def merge_scan(old: pa.Table | None, scanned: pa.Table) -> tuple[pa.Table, dict[
                                pa.array([DELETED] * gone.num_rows, pa.string()))
         gone = gone.set_column(gone.schema.get_field_index("last_changed"), "last_changed",
                                changed_col)
-    merged = pa.concat_tables([present, gone]).sort_by("relpath")
+    merged = pa.concat_tables([present, kept, gone]).sort_by("relpath")
     return merged, counts
 
 
-def write_manifest(store: Store, table: pa.Table, root: str) -> None:
-    """Publish the manifest atomically, recording the scanned root in the schema metadata."""
-    meta = dict(table.schema.metadata or {})
-    meta[b"exoray.root"] = root.encode()
-    table = table.replace_schema_metadata(meta)
+def _under_any(relpaths: pa.ChunkedArray, prefixes: Sequence[str]) -> pa.ChunkedArray:
+    """Boolean mask: relpath lies under one of the folder ``prefixes`` (each ending in ``/``)."""
+    mask = pc.starts_with(relpaths, pattern=prefixes[0])
+    for prefix in prefixes[1:]:
+        mask = pc.or_(mask, pc.starts_with(relpaths, pattern=prefix))
+    return mask
+
+
+def _publish_parquet(store: Store, table: pa.Table, dest: str) -> None:
+    """Stage locally, verify the row count reads back, publish atomically to ``dest``."""
     with staging_file(suffix=".parquet") as local:
         pq.write_table(table, local, compression="zstd")
         if pq.ParquetFile(local).metadata.num_rows != table.num_rows:
-            raise OSError("the staged manifest did not read back; check local disk space")
-        store.publish_file(local, layout.MANIFEST)
+            raise OSError(f"the staged {dest} did not read back; check local disk space")
+        store.publish_file(local, dest)
+
+
+def write_manifest(
+    store: Store, table: pa.Table, root: str, extensions: Iterable[str] | None = None
+) -> None:
+    """Publish the manifest atomically, recording the scanned root (and extensions) as metadata."""
+    meta = dict(table.schema.metadata or {})
+    meta[b"exoray.root"] = root.encode()
+    if extensions is not None:
+        meta[b"exoray.extensions"] = ",".join(sorted(extensions)).encode()
+    _publish_parquet(store, table.replace_schema_metadata(meta), layout.MANIFEST)
+
+
+def _norm_skipped(relpath: str) -> str:
+    norm = normalize_relpath(relpath)
+    return norm + "/" if relpath.endswith("/") and norm else norm
+
+
+def write_skipped(store: Store, skipped: Sequence[Skipped], root: str) -> None:
+    """Replace ``manifests/skipped.parquet`` (relpath, reason, detail) with this scan's list."""
+    rows = sorted((_norm_skipped(s.relpath), s.reason, s.detail) for s in skipped)
+    table = pa.table(
+        {name: pa.array([r[i] for r in rows], pa.string())
+         for i, name in enumerate(SKIPPED_SCHEMA.names)},
+        schema=SKIPPED_SCHEMA.with_metadata({b"exoray.root": root.encode()}),
+    )
+    _publish_parquet(store, table, SKIPPED)
+
+
+def read_skipped(store: Store) -> pa.Table | None:
+    """What the last scan skipped and why, or None before the first scan."""
+    if not store.exists(SKIPPED):
+        return None
+    with store.open_input_file(SKIPPED) as f:
+        return pq.read_table(f)
 
 
 def resolve_image_root(store: Store, images: str | None) -> str:
@@ -277,15 +284,44 @@ def resolve_image_root(store: Store, images: str | None) -> str:
     return store.uri(layout.DEFAULT_IMAGES)
 
 
-def build_manifest(store: Store, images: str | None = None) -> ScanSummary:
-    """Scan the image root and publish the merged manifest (Phase I's whole job)."""
+def _skip_summary(result: ScanResult) -> dict[str, object]:
+    counts = Counter(s.reason for s in result.skipped)
+    examples: dict[str, list[str]] = {}
+    unknown: Counter[str] = Counter()
+    for s in result.skipped:
+        got = examples.setdefault(s.reason, [])
+        if len(got) < MAX_EXAMPLES:
+            got.append(s.relpath)
+        if s.reason == UNKNOWN_EXTENSION:
+            name = s.relpath.rsplit("/", 1)[-1]
+            unknown[name.rsplit(".", 1)[1].lower() if "." in name else ""] += 1
+    return {
+        "skipped": dict(counts),
+        "skipped_examples": {k: tuple(v) for k, v in examples.items()},
+        "skipped_extensions": dict(unknown.most_common()),
+        "unlistable": tuple(result.with_reason(UNLISTABLE)),
+        "loops": tuple(result.with_reason(LOOP)),
+    }
+
+
+def build_manifest(
+    store: Store, images: str | None = None, extensions: str | Iterable[str] | None = None
+) -> ScanSummary:
+    """Scan the image root and publish the merged manifest and the skipped list (Phase I).
+
+    ``extensions``: see :func:`exoray.image.extensions.resolve_extensions` (default: the
+    ``EXORAY_EXTENSIONS`` variable, else every format the installed decoders open).
+    """
     started = time.perf_counter()
     root = resolve_image_root(store, images)
-    files = scan_root(root)
+    result = scan_root(root, extensions)
     now = pa.scalar(int(time.time() * 1000), MANIFEST_SCHEMA.field("first_seen").type)
-    scanned = _scan_table(files, now)
-    merged, counts = merge_scan(read_manifest(store), scanned)
-    write_manifest(store, merged, root)
+    scanned = _scan_table(result.files, now)
+    keep = [_norm_skipped(u) for u in result.with_reason(UNLISTABLE)]
+    merged, counts = merge_scan(read_manifest(store), scanned, keep)
+    write_manifest(store, merged, root, result.extensions)
+    write_skipped(store, result.skipped, root)
     present = int(pc.sum(pc.equal(merged["status"], PRESENT)).as_py() or 0)
     return ScanSummary(root=root, total=merged.num_rows, present=present,
-                       seconds=time.perf_counter() - started, **counts)
+                       seconds=time.perf_counter() - started, **counts,
+                       **_skip_summary(result))  # type: ignore[arg-type]
