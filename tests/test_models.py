@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 
 from exoray.models import (
+    OUTPUT_KINDS,
+    EmbeddingBackend,
     ModelBackend,
     available_backends,
     describe_backend,
@@ -31,6 +33,7 @@ from exoray.models import registry as registry_mod
 from exoray.models import weights as weights_mod
 
 BACKENDS = available_backends()
+EMBEDDERS = [n for n in BACKENDS if issubclass(get_backend_class(n), EmbeddingBackend)]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -80,16 +83,97 @@ def images(tiny: dict[str, ModelBackend]) -> np.ndarray:
     return np.stack(out).astype(np.uint8)
 
 
+def _photos() -> list[np.ndarray]:
+    """Three real photos (scikit-image's) when installed, else three photo-like synthetic ones."""
+    try:
+        from skimage import data
+    except ImportError:
+        data = None
+    if data is not None:
+        return [data.astronaut(), data.coffee(), data.chelsea()]
+    yy, xx = np.mgrid[0:120, 0:160].astype(np.float32)
+    rng = np.random.default_rng(7)
+    sky = np.stack([xx * 0.3 + 60, yy * 0.5 + 90, 255 - yy * 0.8], axis=-1)
+    disc = ((xx - 80) ** 2 + (yy - 60) ** 2 < 35**2)[..., None] * np.array([120, -40, -90])
+    stripes = np.stack([128 + 100 * np.sin(xx / 6), 128 + 80 * np.cos(yy / 9), xx], axis=-1)
+    noise = rng.normal(0, 12, (120, 160, 3))
+    pics = [sky + disc + noise, stripes + noise, np.flip(sky, axis=0) * 0.6 + noise]
+    return [np.clip(p, 0, 255).astype(np.uint8) for p in pics]
+
+
+def _assert_kind(column: np.ndarray, kind: str, n: int, backend: ModelBackend) -> None:
+    """One column of a backend's output: n items of the declared output kind."""
+    assert kind in OUTPUT_KINDS
+    if kind == "vector":
+        assert column.shape == (n, backend.dim) and column.dtype == np.float32
+        assert np.isfinite(column).all()
+        return
+    assert isinstance(column, np.ndarray) and column.dtype == object and column.shape == (n,)
+    for item in column:
+        if kind == "text":
+            assert isinstance(item, str)
+        else:
+            assert isinstance(item, list) and all(isinstance(s, dict) for s in item)
+
+
 # ----- the contract, for every registered backend ---------------------------------------------
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-def test_backend_contract(name: str, tiny: dict[str, ModelBackend], images: np.ndarray) -> None:
+def test_backend_contract(name: str, tiny: dict[str, ModelBackend], model_root: Path) -> None:
+    """Any backend: tiny variant builds offline, 3 photos -> 3 outputs of its kind, and
+    describe() (the driver's plan) agrees with what was built."""
+    from exoray.models.preprocess import square_images
+
+    backend = tiny[name]
+    cls = type(backend)
+    assert cls is get_backend_class(name) and cls.name == name and "tiny" in cls.variants
+    assert cls.task and cls.output_columns and cls.output_kind in OUTPUT_KINDS
+    assert cls.input_columns == ("image",)
+    assert backend.batch_size >= 1 and 0 < backend.gpu_share <= 1
+    assert isinstance(backend.model_id, str) and backend.model_id
+    assert isinstance(backend.weights_hash, str) and backend.weights_hash
+    assert backend.input_size > 0
+
+    photos = square_images(_photos(), backend.input_size)
+    assert photos.shape == (3, backend.input_size, backend.input_size, 3)
+    out = backend({"image": photos})
+    assert set(out) == set(cls.output_columns)
+    for column in cls.output_columns:
+        _assert_kind(out[column], cls.output_kind, 3, backend)
+
+    info = describe_backend(f"{name}:tiny", cache_dir=model_root / "cache")
+    assert (info["model_id"], info["input_size"]) == (backend.model_id, backend.input_size)
+    assert (info["task"], info["output_kind"]) == (cls.task, cls.output_kind)
+    assert tuple(info["output_columns"]) == cls.output_columns
+    assert (info["batch_size"], info["gpu_share"]) == (backend.batch_size, backend.gpu_share)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_gpu_share_and_batch_size_are_run_options(name: str, model_root: Path) -> None:
+    cls, cache = get_backend_class(name), model_root / "cache"
+    info = describe_backend(f"{name}:tiny", cache_dir=cache, gpu_share=0.25, batch_size=5)
+    backend = load_backend(f"{name}:tiny", cache_dir=cache, gpu_share=0.25, batch_size=5)
+    assert (info["gpu_share"], info["batch_size"]) == (backend.gpu_share, backend.batch_size)
+    assert (backend.gpu_share, backend.batch_size) == (0.25, 5)
+    assert info["default_gpu_share"] == cls.default_gpu_share
+    assert info["default_batch_size"] == cls.default_batch_size
+    for bad, err in [(0, ValueError), (1.5, ValueError), (-0.1, ValueError), ("0.5", TypeError)]:
+        with pytest.raises(err, match="gpu_share"):
+            describe_backend(f"{name}:tiny", cache_dir=cache, gpu_share=bad)
+        with pytest.raises(err, match="gpu_share"):
+            load_backend(f"{name}:tiny", cache_dir=cache, gpu_share=bad)
+    with pytest.raises(ValueError, match="batch_size"):
+        describe_backend(f"{name}:tiny", cache_dir=cache, batch_size=0)
+
+
+@pytest.mark.parametrize("name", EMBEDDERS)
+def test_embedding_contract(name: str, tiny: dict[str, ModelBackend], images: np.ndarray) -> None:
     backend = tiny[name]
     cls = type(backend)
     assert cls is get_backend_class(name)
     assert cls.name == name and "tiny" in cls.variants
-    assert 16 <= cls.default_batch_size <= 64 and 0 < cls.gpu_share <= 1 and cls.extra
+    assert 16 <= cls.default_batch_size <= 64 and 0 < cls.default_gpu_share <= 1 and cls.extra
     assert cls.input_columns == ("image",)
     assert isinstance(backend.model_id, str) and backend.model_id
     assert len(backend.weights_hash) == 16 and int(backend.weights_hash, 16) >= 0
@@ -97,8 +181,7 @@ def test_backend_contract(name: str, tiny: dict[str, ModelBackend], images: np.n
 
     out = backend({"image": images})
     assert set(out) == set(cls.output_columns)
-    if cls.task != "embed":
-        pytest.fail(f"no contract checks for task {cls.task!r} yet: extend this test")
+    assert cls.task == "embed" and cls.output_kind == "vector"
     emb = out["embedding"]
     assert emb.shape == (len(images), backend.dim) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
@@ -130,7 +213,8 @@ def test_describe_matches_loaded_backend(
     backend = tiny[name]
     assert info["model_id"] == backend.model_id
     assert info["input_size"] == backend.input_size
-    assert info["dim"] == backend.dim
+    if backend.output_kind == "vector":
+        assert info["dim"] == backend.dim
     assert info["gpu_share"] == backend.gpu_share
     assert info["default_batch_size"] == info["batch_size"] == backend.batch_size
 
@@ -189,7 +273,7 @@ def test_models_package_imports_no_torch_and_backends_never_import_ray(model_roo
 # ----- checkpoints ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("name", EMBEDDERS)
 def test_explicit_checkpoint_equals_tiny_variant(
     name: str, tiny: dict[str, ModelBackend], images: np.ndarray, tmp_path: Path
 ) -> None:
@@ -437,7 +521,7 @@ def test_clip_variant_table_matches_open_clip() -> None:
 # ----- OOM backoff -------------------------------------------------------------------------------
 
 
-class _OomAbove(ModelBackend):
+class _OomAbove(EmbeddingBackend):
     """No model: raises torch's real CUDA OOM error on chunks above `limit` images."""
 
     name = "oom-test"
@@ -483,6 +567,145 @@ def test_oom_at_batch_size_one_reraises_clearly() -> None:
     with pytest.raises(torch.cuda.OutOfMemoryError, match="single"):
         backend({"image": np.zeros((3, 8, 8, 3), np.uint8)})
     assert [e["to"] for e in backend.events] == [2, 1]
+
+
+class _ToyDetector(ModelBackend):
+    """Test double for the OOM path of a non-embedding backend: no model; image i (its first
+    pixel says i) gets i % 3 box dicts; raises torch's real CUDA OOM on chunks above `limit`."""
+
+    name = "toy-detect"
+    task = "detect"
+    output_columns = ("detections",)
+    output_kind = "structs"
+    extra = "test"
+    variants = {"tiny": {}, "big": {"batch_size": 4, "gpu_share": 1.0}}
+    default_variant = "tiny"
+    limit = 2
+
+    @classmethod
+    def _describe(cls, variant: str, checkpoint: str | None, cache_dir: Path) -> dict:
+        return {"model_id": "test:detect", "input_size": 8}
+
+    def _load(self) -> None:
+        self.model_id, self.weights_hash, self.input_size = "test:detect", "0" * 16, 8
+        self.chunk_sizes: list[int] = []
+
+    def _forward(self, images: np.ndarray) -> list[list[dict]]:
+        import torch
+
+        self.chunk_sizes.append(len(images))
+        if len(images) > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        ids = [int(img[0, 0, 0]) for img in images]
+        return [[{"id": i, "box": [0.0, 0.0, 8.0, 8.0], "k": k} for k in range(i % 3)] for i in ids]
+
+
+def _numbered(n: int) -> np.ndarray:
+    imgs = np.zeros((n, 8, 8, 3), np.uint8)
+    imgs[:, 0, 0, 0] = np.arange(n)
+    return imgs
+
+
+def test_oom_backoff_for_per_image_structs_keeps_every_output_in_order() -> None:
+    backend = _ToyDetector(device="cpu", batch_size=8)
+    out = backend({"image": _numbered(11)})["detections"]
+    assert isinstance(out, np.ndarray) and out.dtype == object and out.shape == (11,)
+    for i, boxes in enumerate(out):
+        assert isinstance(boxes, list) and len(boxes) == i % 3
+        assert [(b["id"], b["k"]) for b in boxes] == [(i, k) for k in range(i % 3)]
+    assert backend.batch_size == 2
+    assert backend.events == [
+        {
+            "event": "oom_backoff",
+            "backend": "toy-detect",
+            "model_id": "test:detect",
+            "from": 8,
+            "to": 4,
+        },
+        {
+            "event": "oom_backoff",
+            "backend": "toy-detect",
+            "model_id": "test:detect",
+            "from": 4,
+            "to": 2,
+        },
+    ]
+    backend.chunk_sizes.clear()
+    again = backend({"image": _numbered(5)})["detections"]
+    assert [len(b) for b in again] == [0, 1, 2, 0, 1]
+    assert backend.chunk_sizes == [2, 2, 1] and len(backend.events) == 2  # stays shrunk
+    empty = backend({"image": _numbered(0)})["detections"]
+    assert empty.shape == (0,) and empty.dtype == object
+
+
+def test_equal_length_struct_lists_stay_one_item_per_image() -> None:
+    backend = _ToyDetector(device="cpu", batch_size=2)
+    out = backend({"image": np.full((2, 8, 8, 3), 1, np.uint8)})["detections"]
+    assert out.shape == (2,) and out[0] == out[1] == [
+        {"id": 1, "box": [0.0, 0.0, 8.0, 8.0], "k": 0}
+    ]
+
+
+def test_run_options_default_to_the_variant_then_the_class() -> None:
+    assert (_ToyDetector(device="cpu").batch_size, _ToyDetector(device="cpu").gpu_share) == (
+        32,
+        0.5,
+    )
+    big = _ToyDetector("big", device="cpu")
+    assert (big.batch_size, big.gpu_share) == (4, 1.0)
+    assert _ToyDetector("big", device="cpu", gpu_share=0.5, batch_size=3).gpu_share == 0.5
+    info = _ToyDetector.describe("big")
+    assert (info["batch_size"], info["gpu_share"], info["output_kind"]) == (4, 1.0, "structs")
+    with pytest.raises(TypeError, match="gpu_share"):
+        _ToyDetector(device="cpu", gpu_share=True)
+
+
+class _WrongCount(_ToyDetector):
+    def _forward(self, images: np.ndarray) -> list[list[dict]]:
+        return [[] for _ in range(len(images) + 1)]
+
+
+class _ToyCaptioner(_ToyDetector):
+    task, output_columns, output_kind = "caption", ("caption",), "text"
+
+    def _forward(self, images: np.ndarray) -> list[str]:
+        return [f"image {int(img[0, 0, 0])}" for img in images]
+
+
+def test_outputs_are_checked_against_the_declared_kind() -> None:
+    with pytest.raises(RuntimeError, match="4 items for 3 images"):
+        _WrongCount(device="cpu")({"image": _numbered(3)})
+    captions = _ToyCaptioner(device="cpu", batch_size=2)({"image": _numbered(3)})["caption"]
+    assert captions.dtype == object and list(captions) == ["image 0", "image 1", "image 2"]
+
+    class NotText(_ToyCaptioner):
+        def _forward(self, images: np.ndarray) -> list[list[dict]]:
+            return [[] for _ in images]
+
+    with pytest.raises(RuntimeError, match="item 0 is list; output_kind 'text'"):
+        NotText(device="cpu")({"image": _numbered(2)})
+
+
+def test_backend_declarations_are_checked_on_registration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(registry_mod, "_REGISTRY", dict(registry_mod._REGISTRY))
+
+    class BadKind(_ToyDetector):
+        name = "bad-kind"
+        output_kind = "boxes"
+
+    class BadShare(_ToyDetector):
+        name = "bad-share"
+        default_gpu_share = 2.0
+
+    with pytest.raises(TypeError, match="output_kind must be one of"):
+        register_backend(BadKind)
+    with pytest.raises(ValueError, match="gpu_share"):
+        register_backend(BadShare)
+    with pytest.raises(TypeError, match="output_kind"):
+        BadKind(device="cpu")
+    assert register_backend(_ToyDetector) is _ToyDetector
 
 
 # ----- CLIP text, missing libraries, preprocessing --------------------------------------------

@@ -5,6 +5,9 @@ Importing this package is cheap (no torch): backends import their libraries when
     >>> from exoray.models import load_backend
     >>> clip = load_backend("clip:tiny", cache_dir="BASE/models")
     >>> clip({"image": images})["embedding"]          # uint8 (N, S, S, 3) -> float32 (N, dim)
+
+`ModelBackend` (base.py) is the task-neutral base: chunking, device, fp16, OOM backoff and the
+per-image output kinds of outputs.py. `EmbeddingBackend` (embedding.py) adds unit-length vectors.
 """
 
 from __future__ import annotations
@@ -12,9 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from exoray.models.base import ModelBackend
+from exoray.models.embedding import EmbeddingBackend
+from exoray.models.outputs import OUTPUT_KINDS
 from exoray.models.registry import available_backends, get_backend_class, register_backend
 
 __all__ = [
+    "OUTPUT_KINDS",
+    "EmbeddingBackend",
     "ModelBackend",
     "available_backends",
     "describe_backend",
@@ -38,7 +45,7 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
 
 def describe_backend(spec: str, **kwargs: Any) -> dict[str, Any]:
-    """`ModelBackend.describe` for 'name[:variant]': model_id, input_size, dim, batch size, gpu
+    """`ModelBackend.describe` for 'name[:variant]': model_id, input_size, (dim,) batch size, gpu
     share... of the backend `load_backend(spec, **kwargs)` would build, without building it."""
     name, kwargs = _split(spec, kwargs)
     return get_backend_class(name).describe(**kwargs)

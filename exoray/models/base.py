@@ -1,9 +1,11 @@
 """The plain-class contract every model backend follows, plus the shared batching machinery.
 
 A backend is constructed once per worker (heavy imports and weight loading happen in the
-constructor) and then called on many batches. The chunking, half precision, out-of-memory backoff
-and output normalisation live here once, so each backend only implements `_load` and `_forward`
-(one chunk of images in, one float array out).
+constructor) and then called on many batches. Chunking, device choice, half precision, emptying
+the CUDA cache and out-of-memory backoff live here once, for every kind of output, so that each
+backend only implements `_load`, `_describe` and `_forward` (one chunk of images in, one output
+per image out). What an output is comes from `output_kind` (see OUTPUT_KINDS); embeddings are
+one case of it (`exoray.models.embedding.EmbeddingBackend`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import importlib
 import importlib.util
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
@@ -20,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from exoray.models._logs import quiet_loading
-from exoray.models.preprocess import square_images
+from exoray.models.outputs import OUTPUT_KINDS, check_chunk, collate
 from exoray.models.weights import default_cache_dir, hub_repo_id
 
 
@@ -48,38 +50,58 @@ def checkpoint_model_id(checkpoint: str) -> str:
     return f"hf:{repo}" if repo else f"local:{Path(checkpoint).absolute()}"
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length in float32 (all-zero rows stay zero instead of NaN)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, np.float32(1e-12))
+def check_batch_size(batch_size: Any) -> int:
+    """A user-given batch size as an int >= 1 (bools are not sizes)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise TypeError(f"batch_size must be an int, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return int(batch_size)
+
+
+def check_gpu_share(gpu_share: Any) -> float:
+    """A user-given fraction of one GPU, 0 < x <= 1 (what each actor asks Ray for)."""
+    if isinstance(gpu_share, bool) or not isinstance(gpu_share, (int, float, np.number)):
+        raise TypeError(f"gpu_share must be a number, got {gpu_share!r}")
+    if not 0 < gpu_share <= 1:
+        raise ValueError(
+            f"gpu_share must be > 0 and <= 1 (a fraction of one GPU), got {gpu_share}; "
+            "0.5 lets two models share a GPU"
+        )
+    return float(gpu_share)
 
 
 class ModelBackend:
     """Base class of all model backends; subclasses set the class attributes below.
 
-    Subclasses implement `_load()` (sets `model_id`, `weights_hash`, `dim`, `input_size` and the
-    model) and `_forward(images)` (one chunk of uint8 images -> float array, one row per image).
+    Subclasses implement `_load()` (sets the `required_attributes` and the model),
+    `_describe(...)` (model_id and input_size without loading) and `_forward(images)` (one
+    chunk of uint8 images -> a list or array with one output per image, of `output_kind`).
     """
 
     name: ClassVar[str] = ""
-    task: ClassVar[str] = "embed"
+    task: ClassVar[str] = ""  # what the model does: "embed", "detect", "ocr", "caption", ...
     input_columns: ClassVar[tuple[str, ...]] = ("image",)
-    output_columns: ClassVar[tuple[str, ...]] = ("embedding",)
+    output_columns: ClassVar[tuple[str, ...]] = ()
+    output_kind: ClassVar[str] = ""  # a key of OUTPUT_KINDS
     default_batch_size: ClassVar[int] = 32
     # Fraction of one GPU an actor asks Ray for: 0.5 lets CLIP and DINO share one T4.
-    gpu_share: ClassVar[float] = 0.5
+    default_gpu_share: ClassVar[float] = 0.5
+    # fp16 autocast on CUDA inside `_inference()`; False for libraries that manage precision.
+    fp16: ClassVar[bool] = True
     extra: ClassVar[str] = ""
-    # Variants are data: name -> settings the backend's `_load` understands.
+    # Variants are data: name -> settings the backend's `_load` understands (plus optional
+    # "batch_size" and "gpu_share" defaults).
     variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     default_variant: ClassVar[str] = ""
     variant_help: ClassVar[str] = ""  # appended to the unknown-variant error
     requires: ClassVar[tuple[str, ...]] = ("torch",)  # importable modules, checked by describe()
+    required_attributes: ClassVar[tuple[str, ...]] = ("model_id", "weights_hash", "input_size")
 
     model_id: str
     weights_hash: str
-    dim: int
     input_size: int
+    dim: int  # output_kind "vector" only
 
     def __init__(
         self,
@@ -89,22 +111,20 @@ class ModelBackend:
         cache_dir: str | os.PathLike[str] | None = None,
         device: str | None = None,
         batch_size: int | None = None,
+        gpu_share: float | None = None,
     ) -> None:
+        type(self).check_declarations()
         self.variant = self._check_variant(variant)
         self.checkpoint = os.fspath(checkpoint) if checkpoint is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        variant_bs = self.variant_settings.get("batch_size", self.default_batch_size)
-        self.batch_size = self._check_batch_size(
-            batch_size if batch_size is not None else variant_bs
-        )
+        self.batch_size, self.gpu_share = self._run_options(self.variant, batch_size, gpu_share)
         self.events: list[dict[str, Any]] = []
         self._torch = self._require("torch")
         self.device = self._pick_device(device)
         with quiet_loading():
             self._load()
-        missing = [
-            a for a in ("model_id", "weights_hash", "dim", "input_size") if not hasattr(self, a)
-        ]
+        wanted = self.required_attributes + (("dim",) if self.output_kind == "vector" else ())
+        missing = [a for a in wanted if not hasattr(self, a)]
         if missing:
             raise RuntimeError(f"{type(self).__name__}._load() did not set {missing}")
 
@@ -113,13 +133,13 @@ class ModelBackend:
     def _load(self) -> None:
         raise NotImplementedError
 
-    def _forward(self, images: np.ndarray) -> np.ndarray:
-        """One chunk (n, S, S, 3) uint8 -> (n, dim) float array; may raise CUDA OOM."""
+    def _forward(self, images: np.ndarray) -> Any:
+        """One chunk (n, S, S, 3) uint8 -> n outputs of `output_kind`; may raise CUDA OOM."""
         raise NotImplementedError
 
     @classmethod
     def _describe(cls, variant: str, checkpoint: str | None, cache_dir: Path) -> dict[str, Any]:
-        """model_id, input_size and dim (None if unknown) without loading the model."""
+        """model_id and input_size (plus e.g. dim) without loading the model."""
         raise NotImplementedError
 
     @classmethod
@@ -127,7 +147,26 @@ class ModelBackend:
         """Extra variant spellings a backend allows beyond its table (checked later, on load)."""
         return False
 
+    def _columns(self, outputs: np.ndarray) -> dict[str, np.ndarray]:
+        """All images' outputs (collated by kind) -> the output columns. Override to post-process
+        or to split one output into several columns."""
+        return {self.output_columns[0]: outputs}
+
     # ----- public API -------------------------------------------------------------------------
+
+    @classmethod
+    def check_declarations(cls) -> None:
+        """Fail early (at registration or construction) on a backend class declared wrongly."""
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        if cls.output_kind not in OUTPUT_KINDS:
+            raise TypeError(
+                f"{where}.output_kind must be one of {sorted(OUTPUT_KINDS)}, "
+                f"got {cls.output_kind!r}"
+            )
+        if not cls.task or not cls.output_columns or not cls.input_columns:
+            raise TypeError(f"{where} must declare task, input_columns and output_columns")
+        check_batch_size(cls.default_batch_size)
+        check_gpu_share(cls.default_gpu_share)
 
     @classmethod
     def describe(
@@ -138,16 +177,19 @@ class ModelBackend:
         cache_dir: str | os.PathLike[str] | None = None,
         device: str | None = None,
         batch_size: int | None = None,
+        gpu_share: float | None = None,
     ) -> dict[str, Any]:
         """What a backend constructed with these arguments will report, without building it.
 
         For the driver: plan actor pools (input_size, gpu_share, batch size), find finished
-        images by model_id, and fail on a bad variant or a missing library before any worker
-        starts. Same arguments as the constructor. Imports no torch for table variants, tiny
-        and local checkpoints; a hub checkpoint is fetched into cache_dir here (its config says
-        the input size), which also spares the workers a concurrent download.
+        images by model_id, and fail on a bad variant, run option or missing library before any
+        worker starts. Same arguments as the constructor. Imports no torch for table variants,
+        tiny and local checkpoints; a hub checkpoint is fetched into cache_dir here (its config
+        says the input size), which also spares the workers a concurrent download.
         """
+        cls.check_declarations()
         name = cls._check_variant(variant)
+        resolved_bs, resolved_share = cls._run_options(name, batch_size, gpu_share)
         for module in cls.requires:
             if not _importable(module):
                 raise ImportError(
@@ -155,7 +197,6 @@ class ModelBackend:
                     f"installed. Install it with: pip install 'exoray[{cls.extra or cls.name}]'"
                 )
         settings = cls.variants.get(name, {})
-        default_bs = settings.get("batch_size", cls.default_batch_size)
         ckpt = os.fspath(checkpoint) if checkpoint is not None else None
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         info: dict[str, Any] = {
@@ -164,9 +205,11 @@ class ModelBackend:
             "variant": name,
             "input_columns": cls.input_columns,
             "output_columns": cls.output_columns,
-            "default_batch_size": default_bs,
-            "batch_size": batch_size if batch_size is not None else default_bs,
-            "gpu_share": cls.gpu_share,
+            "output_kind": cls.output_kind,
+            "default_batch_size": settings.get("batch_size", cls.default_batch_size),
+            "batch_size": resolved_bs,
+            "default_gpu_share": settings.get("gpu_share", cls.default_gpu_share),
+            "gpu_share": resolved_share,
             "extra": cls.extra,
         }
         info.update(cls._describe(name, ckpt, cache))
@@ -177,27 +220,19 @@ class ModelBackend:
         return self.variants.get(self.variant, {}) if self.variant else {}
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """{"image": uint8 (N, S, S, 3)} -> {"embedding": float32 (N, dim), unit rows}."""
+        """{"image": uint8 (N, S, S, 3)} -> {column: N outputs of `output_kind`}."""
         images = self._images_from_batch(batch)
         try:
-            out = self._map_chunks(images)
+            outputs = self._map_chunks(images)
         finally:
             self._empty_cache()
-        return {self.output_columns[0]: l2_normalize(out)}
-
-    def embed_images(self, images: np.ndarray | Sequence[Any]) -> np.ndarray:
-        """Notebook convenience: a uint8 (N, S, S, 3) array, or RGB arrays / PIL images of any
-        size (resized and center-cropped like the decode stage) -> (N, dim) embeddings."""
-        if isinstance(images, np.ndarray) and images.ndim == 4:
-            batch = images
-        else:
-            batch = square_images(list(images), self.input_size)
-        return self({self.input_columns[0]: batch})[self.output_columns[0]]
+        return self._columns(outputs)
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(model_id={getattr(self, 'model_id', '?')!r}, "
-            f"device={getattr(self, 'device', '?')!r}, batch_size={self.batch_size})"
+            f"device={getattr(self, 'device', '?')!r}, batch_size={self.batch_size}, "
+            f"gpu_share={self.gpu_share})"
         )
 
     # ----- shared machinery -------------------------------------------------------------------
@@ -206,13 +241,11 @@ class ModelBackend:
         """Run `_forward` over chunks of `self.batch_size`, halving it on CUDA out-of-memory.
 
         The smaller size is kept for the rest of the run (the next batch would OOM again), and
-        each halving is recorded in `self.events`.
+        each halving is recorded in `self.events`. Returns the outputs collated by kind.
         """
         oom = self._torch.cuda.OutOfMemoryError
         n = len(images)
-        if n == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        parts: list[np.ndarray] = []
+        parts: list[Any] = []
         start = 0
         while start < n:
             size = self.batch_size
@@ -239,15 +272,16 @@ class ModelBackend:
                     }
                 )
                 continue
-            out = np.asarray(out)
-            if out.ndim != 2 or out.shape[0] != len(chunk):
-                raise RuntimeError(
-                    f"{type(self).__name__}._forward returned shape {out.shape} for "
-                    f"{len(chunk)} images; expected ({len(chunk)}, {self.dim})"
-                )
-            parts.append(out)
+            where = f"{type(self).__name__}._forward"
+            parts.append(check_chunk(out, len(chunk), self.output_kind, self._dim(), where))
             start += len(chunk)
-        return np.concatenate(parts, axis=0)
+        result = collate(parts, self.output_kind, self._dim())
+        if len(result) != n:
+            raise RuntimeError(f"{type(self).__name__}: {len(result)} outputs for {n} images")
+        return result
+
+    def _dim(self) -> int | None:
+        return self.dim if self.output_kind == "vector" else None
 
     def _images_from_batch(self, batch: Mapping[str, Any]) -> np.ndarray:
         if not isinstance(batch, Mapping):
@@ -284,11 +318,12 @@ class ModelBackend:
         return images
 
     def _inference(self) -> contextlib.ExitStack:
-        """inference_mode, plus fp16 autocast on CUDA (weights stay fp32, norms run in fp32)."""
+        """inference_mode, plus fp16 autocast on CUDA when `fp16` (weights stay fp32, norms run
+        in fp32): wrap the model call of `_forward` in it."""
         torch = self._torch
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
-        if self.device.startswith("cuda"):
+        if self.fp16 and self.device.startswith("cuda"):
             stack.enter_context(torch.autocast(device_type="cuda", dtype=torch.float16))
         return stack
 
@@ -317,6 +352,16 @@ class ModelBackend:
         return str(dev)
 
     @classmethod
+    def _run_options(cls, variant: str, batch_size: Any, gpu_share: Any) -> tuple[int, float]:
+        """(batch_size, gpu_share): the given ones, else the variant's, else the class's."""
+        settings = cls.variants.get(variant, {}) if variant else {}
+        if batch_size is None:
+            batch_size = settings.get("batch_size", cls.default_batch_size)
+        if gpu_share is None:
+            gpu_share = settings.get("gpu_share", cls.default_gpu_share)
+        return check_batch_size(batch_size), check_gpu_share(gpu_share)
+
+    @classmethod
     def _check_variant(cls, variant: str | None) -> str:
         if variant is None or variant == "":
             return cls.default_variant
@@ -328,13 +373,6 @@ class ModelBackend:
             f"unknown variant {variant!r} for model backend {cls.name!r}; "
             f"valid variants: {', '.join(cls.variants)}{cls.variant_help}"
         )
-
-    def _check_batch_size(self, batch_size: Any) -> int:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-            raise TypeError(f"batch_size must be an int, got {batch_size!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        return int(batch_size)
 
     @staticmethod
     def _iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from exoray.models.base import ModelBackend, checkpoint_model_id, import_or_raise, l2_normalize
+from exoray.models.base import checkpoint_model_id, import_or_raise
+from exoray.models.embedding import EmbeddingBackend, l2_normalize
 from exoray.models.preprocess import ImageTransform, as_hw
 from exoray.models.registry import register_backend
 from exoray.models.tiny import ensure_tiny, tiny_config
@@ -120,13 +121,12 @@ def _hub_weight_names(filename: str) -> tuple[str, ...]:
 
 
 @register_backend
-class ClipBackend(ModelBackend):
+class ClipBackend(EmbeddingBackend):
     """open_clip image embeddings (L2-normalised) plus `encode_text` for text search."""
 
     name = "clip"
-    task = "embed"
     default_batch_size = 32
-    gpu_share = 0.5
+    default_gpu_share = 0.5
     extra = "clip"
     variants = CLIP_VARIANTS
     default_variant = "ViT-B-32"

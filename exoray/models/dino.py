@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from exoray.models._logs import quiet_loading
-from exoray.models.base import ModelBackend, checkpoint_model_id
+from exoray.models.base import checkpoint_model_id
+from exoray.models.embedding import EmbeddingBackend
 from exoray.models.preprocess import PIL_RESAMPLE, ImageTransform, as_hw
 from exoray.models.registry import register_backend
 from exoray.models.tiny import ensure_tiny, tiny_config
@@ -51,13 +52,12 @@ DEFAULT_PREPROCESS: dict[str, Any] = {
 
 
 @register_backend
-class DinoBackend(ModelBackend):
+class DinoBackend(EmbeddingBackend):
     """DINOv2 CLS-token image embeddings (L2-normalised)."""
 
     name = "dino"
-    task = "embed"
     default_batch_size = 32
-    gpu_share = 0.5
+    default_gpu_share = 0.5
     extra = "dino"
     variants = DINO_VARIANTS
     default_variant = "small"

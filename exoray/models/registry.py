@@ -26,7 +26,8 @@ def register_backend(cls: B) -> B:
     """Class decorator: register a backend under its `name` class attribute.
 
     Registering a second, different class under a taken name raises, so two backends can never
-    silently shadow each other (re-running the same module, e.g. on reload, is allowed).
+    silently shadow each other (re-running the same module, e.g. on reload, is allowed). The
+    class's declarations (task, columns, output_kind, defaults) are checked here, at import.
     """
     if not (isinstance(cls, type) and issubclass(cls, ModelBackend)):
         raise TypeError(f"@register_backend expects a ModelBackend subclass, got {cls!r}")
@@ -41,6 +42,7 @@ def register_backend(cls: B) -> B:
             f"backend name {name!r} is already registered by {old.__module__}.{old.__qualname__}; "
             f"give {cls.__module__}.{cls.__qualname__} another name"
         )
+    cls.check_declarations()
     _REGISTRY[name] = cls
     return cls
 
