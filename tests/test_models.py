@@ -699,8 +699,14 @@ def test_backend_declarations_are_checked_on_registration(
         name = "bad-share"
         default_gpu_share = 2.0
 
+    class OldShare(_ToyDetector):
+        name = "old-share"
+        gpu_share = 0.5
+
     with pytest.raises(TypeError, match="output_kind must be one of"):
         register_backend(BadKind)
+    with pytest.raises(TypeError, match="default_gpu_share"):
+        register_backend(OldShare)
     with pytest.raises(ValueError, match="gpu_share"):
         register_backend(BadShare)
     with pytest.raises(TypeError, match="output_kind"):

@@ -165,6 +165,8 @@ class ModelBackend:
             )
         if not cls.task or not cls.output_columns or not cls.input_columns:
             raise TypeError(f"{where} must declare task, input_columns and output_columns")
+        if hasattr(cls, "gpu_share"):  # a run option now: a class constant would be shadowed
+            raise TypeError(f"{where}.gpu_share: declare default_gpu_share instead")
         check_batch_size(cls.default_batch_size)
         check_gpu_share(cls.default_gpu_share)
 
