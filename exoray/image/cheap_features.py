@@ -161,6 +161,7 @@ def _is_grayscale(rgb: np.ndarray) -> bool:
     """Channels nearly equal everywhere, allowing the chroma noise JPEG adds to gray images."""
     r, g, b = cv2.split(rgb)
     spread = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
-    colour_fraction = cv2.countNonZero(cv2.compare(spread, _GRAY_SPREAD, cv2.CMP_GT)) / spread.size
-    mean_spread = float(cv2.mean(spread)[0])
+    # numpy for the threshold: cv2.compare takes a 1x1 array for a scalar and refuses 1x1 images.
+    colour_fraction = int(np.count_nonzero(spread > _GRAY_SPREAD)) / spread.size
+    mean_spread = float(spread.mean())
     return colour_fraction <= _GRAY_MAX_COLOUR_FRACTION and mean_spread <= _GRAY_MAX_MEAN_SPREAD

@@ -8,14 +8,16 @@ so a pipeline can turn it into an error row instead of losing a batch.
 
 from __future__ import annotations
 
+import functools
 import io
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, TiffImagePlugin, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000
 
@@ -29,6 +31,16 @@ _COMMON_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "HEIF", "AVIF")
 _STRONG_MAGIC = frozenset(
     {"JPEG", "MPO", "PNG", "GIF", "WEBP", "TIFF", "JPEG2000", "PSD", "ICNS", "ICO", "QOI"}
 )
+# BMP's magic is only "BM"; followed by a known DIB header size it is strong enough.
+_BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
+_BMP_COMPRESSIONS = {4: "a JPEG stream inside the BMP", 5: "a PNG stream inside the BMP"}
+# TIFF compression codes Pillow has no name for (a few common ones, for the message).
+_TIFF_CODECS = {34712: "JPEG 2000", 34887: "LERC", 34661: "JBIG", 50002: "JPEG XL",
+                52546: "JPEG XL", 34892: "lossy JPEG (DNG)", 34713: "Nikon NEF", 65000: "Kodak DCR"}
+# libtiff codecs a build may leave out and Pillow can write, so their presence is testable.
+_TIFF_PROBED = frozenset({"jpeg", "lzma", "zstd", "webp", "tiff_lzw", "tiff_adobe_deflate",
+                          "tiff_deflate", "packbits", "group3", "group4"})
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 _ORIENTATION_TAG = 0x0112
 # EXIF orientation -> the array operation that shows the image upright (same as Pillow's
@@ -49,7 +61,8 @@ _FIXES = {
     "truncated": "the file ends early (interrupted copy or download); re-copy or re-export it",
     "not_image": "the bytes are not an image format Pillow can read; remove or convert the file",
     "bomb": "raise --max-pixels if the image is genuine, otherwise remove it",
-    "unsupported": "convert the file to PNG or JPEG (or install the Pillow plugin for it)",
+    "unsupported": "convert it to PNG or JPEG with another program (ImageMagick, GIMP, ...) "
+    "or install a Pillow plugin for it",
     "corrupt": "the image data is damaged; re-export the file or remove it",
 }
 
@@ -102,19 +115,11 @@ def decode_image(
     _check_args(data, name, max_side, max_pixels)
     im = _open(data, name)
     try:
-        stored_w, stored_h = im.size
-        if stored_w * stored_h > max_pixels:
-            raise DecodeError(
-                "bomb",
-                name,
-                f"{stored_w}x{stored_h} = {stored_w * stored_h:,} pixels exceeds "
-                f"max_pixels={max_pixels:,}",
-            )
+        stored_w, stored_h = _check_pixels(im.size, max_pixels, name)
         mode, fmt = im.mode, str(im.format or "")
         try:
-            n_frames = int(getattr(im, "n_frames", 1))
-            if n_frames > 1:
-                im.seek(0)
+            n_frames = _frame_count(im)
+            _check_pixels(im.size, max_pixels, name)  # a later GIF frame may grow the canvas
             if max_side is not None:
                 im.draft(None, _fit((stored_w, stored_h), max_side))
             im.load()
@@ -181,6 +186,15 @@ def _check_args(data: object, name: str, max_side: int | None, max_pixels: int) 
         raise DecodeError("empty", name, "0 bytes")
 
 
+def _check_pixels(size: tuple[int, int], max_pixels: int, name: str) -> tuple[int, int]:
+    """``size`` if within ``max_pixels``, else a "bomb" error: checked before pixels exist."""
+    w, h = size
+    if w * h > max_pixels:
+        raise DecodeError("bomb", name, f"{w}x{h} = {w * h:,} pixels exceeds max_pixels="
+                          f"{max_pixels:,}")
+    return w, h
+
+
 def _ensure_plugins() -> None:
     """Load every Pillow format plugin once (thread-safe), so identification sees them all."""
     global _plugins_loaded
@@ -197,7 +211,8 @@ def _open(data: bytes, name: str) -> ImageFile.ImageFile:
 
     ``Image.open`` compares against the process-global ``Image.MAX_IMAGE_PIXELS`` and warns or
     raises by itself; we apply our own per-call ``max_pixels`` instead, so no global state is
-    touched and no DecompressionBombWarning is ever emitted.
+    touched. (A few plugins check Pillow's limit inside, e.g. GIF frames, ICO/ICNS entries:
+    that surfaces as kind "bomb" too.)
     """
     _ensure_plugins()
     fp = io.BytesIO(data)
@@ -222,7 +237,7 @@ def _open(data: bytes, name: str) -> ImageFile.ImageFile:
             # file of that format: stop, or a header-guessing format (TGA, ...) might "read"
             # it. Weak 2-4 byte magics (PCX, PPM, DIB, ...) just mean "not this format", as in
             # Pillow's own open loop.
-            if fmt in _STRONG_MAGIC:
+            if fmt in _STRONG_MAGIC or _is_real_bmp(fmt, data):
                 raise _classify(exc, data, fmt, name) from exc
     if notes:
         raise DecodeError("unsupported", name, "; ".join(notes))
@@ -252,6 +267,20 @@ def _orientation(im: Image.Image, *, allow_load: bool) -> int:
         return int(value) if int(value) in range(1, 9) else 1
     except Exception:  # corrupt EXIF: documented fallback to "not rotated"
         return 1
+
+
+def _frame_count(im: Image.Image) -> int:
+    """Frames (or PSD layers), leaving ``im`` on the frame it was opened at.
+
+    An opened image already shows its first frame, and that is what we decode; seeking to 0
+    would be wrong because not every format starts at 0 (PSD's layers are frames 1..n, the
+    merged image is what it opens on). Counting may move GIF/WebP, so return to the start.
+    """
+    first = im.tell()
+    count = int(getattr(im, "n_frames", 1))
+    if im.tell() != first:
+        im.seek(first)
+    return max(1, count)  # a PSD without layers reports 0 frames, yet is one image
 
 
 def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:
@@ -324,14 +353,131 @@ def _classify(exc: BaseException, data: bytes, fmt: str, name: str) -> DecodeErr
         return DecodeError("bomb", name, f"{where}image: {detail}")
     if isinstance(exc, MemoryError):
         return DecodeError("bomb", name, f"{where}image too large for available memory")
+    explained = _explain(exc, bytes(data), fmt, name)
+    if explained is not None:
+        return explained
     if isinstance(exc, UnidentifiedImageError):
         return DecodeError("not_image", name, detail)
     text = str(exc).lower()
+    if text == "not identified by this driver":  # Pillow's words for "size <= 0 or no mode"
+        return DecodeError("corrupt", name, f"{where}header declares no valid size or pixel mode")
     if "not available" in text or "not supported" in text or "unsupported" in text:
         return DecodeError("unsupported", name, f"{where}image: {detail}")
     if isinstance(exc, EOFError) or "truncated" in text or _looks_truncated(data, fmt):
         return DecodeError("truncated", name, f"{where}image: {detail}")
     return DecodeError("corrupt", name, f"{where}image: {detail}")
+
+
+def _explain(exc: BaseException, data: bytes, fmt: str, name: str) -> DecodeError | None:
+    """Say what is really wrong where Pillow's exception alone would mislead (None: no idea).
+
+    A 0-pixel side makes Pillow say "not identified" or "tile cannot extend outside image",
+    and a compression it lacks shows as a bare KeyError or "decoder error -2".
+    """
+    try:
+        sizes = _declared_sizes(data, fmt)
+        tags = _tiff_tags(data) if fmt == "TIFF" else {}
+    except Exception:  # a header too broken to read by hand: the generic classification applies
+        return None
+    for what, w, h in sizes:
+        if fmt in ("JPEG", "MPO") and w > 0 and h == 0:
+            return DecodeError("unsupported", name, "JPEG height 0 in the frame header (set "
+                               "later by a DNL marker, which Pillow cannot read)")
+        if w == 0 or h == 0:
+            return DecodeError("corrupt", name, f"{fmt} {what} declares a {w}x{h} image; a width "
+                               "or height of 0 is invalid")
+    text = str(exc)
+    bmp_code = int.from_bytes(data[30:34], "little") if _is_real_bmp(fmt, data) else None
+    if bmp_code in _BMP_COMPRESSIONS:  # Pillow may complain first about their bit count 0
+        return DecodeError("unsupported", name, f"BMP compression {bmp_code}: "
+                           f"{_BMP_COMPRESSIONS[bmp_code]}, which Pillow cannot read ({text})")
+    if fmt != "TIFF":
+        return None
+    code = tags.get(259, 1)
+    if code not in TiffImagePlugin.COMPRESSION_INFO:
+        return DecodeError("unsupported", name, f"TIFF compression {code} "
+                           f"({_TIFF_CODECS.get(code, 'unknown scheme')}) is not supported by Pillow")
+    if "unknown pixel mode" in text or "unknown data organization" in text:
+        layout = (f"photometric {tags.get(262, '?')}, {tags.get(277, 1)} samples of "
+                  f"{tags.get(258, '?')} bits, sample format {tags.get(339, 1)}")
+        return DecodeError("unsupported", name, f"TIFF pixel layout ({layout}) is not supported by "
+                           f"Pillow ({text})")
+    codec = TiffImagePlugin.COMPRESSION_INFO[code]
+    if "decoder error" in text and not _libtiff_decodes(codec):
+        return DecodeError("unsupported", name, f"TIFF compression {codec!r} ({code}): this "
+                           "Pillow's libtiff was built without it")
+    return None
+
+
+def _declared_sizes(data: bytes, fmt: str) -> list[tuple[str, int, int]]:
+    """(where, width, height) as the header states them; Pillow never reports a 0 size."""
+    if fmt == "PNG" and data[12:16] == b"IHDR":
+        return [("header", *struct.unpack(">II", data[16:24]))]
+    if fmt == "GIF":
+        return [_gif_first_frame(data)]
+    if _is_real_bmp(fmt, data):  # OS/2 1.x headers have 16-bit sizes, later ones signed 32-bit
+        w, h = struct.unpack_from("<HH" if data[14] == 12 else "<ii", data, 18)
+        return [("header", abs(w), abs(h))]
+    if fmt in ("JPEG", "MPO"):
+        pos = 2
+        while pos + 9 <= len(data) and data[pos] == 0xFF and data[pos + 1] != 0xDA:
+            if data[pos + 1] in _SOF_MARKERS:
+                h, w = struct.unpack(">HH", data[pos + 5 : pos + 9])
+                return [("frame header", w, h)]
+            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    if fmt == "TIFF":
+        tags = _tiff_tags(data)
+        return [("first page", int(tags.get(256, 1)), int(tags.get(257, 1)))]
+    return []
+
+
+def _gif_first_frame(data: bytes) -> tuple[str, int, int]:
+    """The first image descriptor's size (Pillow grows the screen to it), else the screen's."""
+    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    while pos < len(data) and data[pos] == 0x21:  # extension: label, then sub-blocks
+        pos += 2
+        while pos < len(data) and data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+    if pos + 9 <= len(data) and data[pos] == 0x2C:
+        return ("first frame", *struct.unpack("<HH", data[pos + 5 : pos + 9]))
+    return ("screen", *struct.unpack("<HH", data[6:10]))
+
+
+def _tiff_tags(data: bytes) -> dict[int, object]:
+    """The first IFD's tags, read with Pillow's own parser but without opening the image."""
+    big = data[2:4] in (b"\x2b\x00", b"\x00\x2b")
+    fp = io.BytesIO(data)
+    ifd = TiffImagePlugin.ImageFileDirectory_v2(fp.read(16 if big else 8))
+    fp.seek(ifd.next)
+    ifd.load(fp)
+    return dict(ifd)
+
+
+@functools.cache
+def _libtiff_decodes(codec: str) -> bool:
+    """Whether this Pillow's libtiff round-trips ``codec``: builds leave out WebP, ZSTD, ...
+
+    Codecs that cannot be probed (decode-only ones) count as present, so their failures stay
+    "corrupt" rather than blaming the build.
+    """
+    if codec not in _TIFF_PROBED:
+        return True
+    buf = io.BytesIO()
+    try:
+        Image.new("1" if codec.startswith("group") else "RGB", (1, 1)).save(
+            buf, "TIFF", compression=codec
+        )
+        with Image.open(io.BytesIO(buf.getvalue())) as im:
+            im.load()
+    except Exception:  # any failure of a 1-pixel round trip means the codec is missing
+        return False
+    return True
+
+
+def _is_real_bmp(fmt: str, data: bytes) -> bool:
+    """'BM' plus a known DIB header size: a BMP, so Pillow's failure is the file's story."""
+    return fmt == "BMP" and int.from_bytes(data[14:18], "little") in _BMP_HEADER_SIZES
 
 
 def _looks_truncated(data: bytes, fmt: str) -> bool:
