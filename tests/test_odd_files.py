@@ -81,7 +81,7 @@ def png_with_size(width: int, height: int) -> bytes:
 
 def tiff_with_tags(**tags: int) -> bytes:
     """An 8x8 RGB TIFF with some IFD0 values overwritten (compression=..., width=..., ...)."""
-    ids = {"compression": 259, "width": 256, "height": 257}
+    ids = {"compression": 259, "width": 256, "height": 257, "photometric": 262}
     data = bytearray(encode(solid("RGB", (8, 8), (200, 10, 10)), "TIFF"))
     end = "<" if data[:2] == b"II" else ">"
     ifd = struct.unpack(end + "I", data[4:8])[0]
@@ -219,8 +219,15 @@ CASES: dict[str, tuple[Callable[[], bytes], Expected]] = {
                          ("unsupported", ("BMP", "compression 5", "PNG"))),
     "tiff-jpeg2000-compression": (lambda: tiff_with_tags(compression=34712),
                                   ("unsupported", ("TIFF", "34712", "JPEG 2000"))),
-    "tiff-unknown-compression": (lambda: tiff_with_tags(compression=60001),
-                                 ("unsupported", ("TIFF", "60001"))),
+    "tiff-garbage-compression": (lambda: tiff_with_tags(compression=60001),
+                                 ("corrupt", ("TIFF", "60001"))),
+    "tiff-logluv-layout": (lambda: tiff_with_tags(photometric=32844),
+                           ("unsupported", ("TIFF pixel layout", "32844"))),
+    "tiff-garbage-photometric": (lambda: tiff_with_tags(photometric=777),
+                                 ("corrupt", ("TIFF", "777"))),
+    "bmp-garbage-depth": (lambda: bmp(4, 4, 72, pixels=bytes(64)), ("corrupt", ("72 bits",))),
+    "bmp-garbage-compression": (lambda: bmp(4, 4, 24, 99, pixels=bytes(64)),
+                                ("corrupt", ("compression 99",))),
     # impossible sizes: corrupt, saying so
     "gif-zero-width": (lambda: gif(screen=(0, 10), frame=(0, 10)), ("corrupt", ("0x10",))),
     "gif-zero-height": (lambda: gif(screen=(10, 0), frame=(10, 0)), ("corrupt", ("10x0",))),
@@ -228,6 +235,7 @@ CASES: dict[str, tuple[Callable[[], bytes], Expected]] = {
     "png-zero-width": (lambda: png_with_size(0, 10), ("corrupt", ("0x10",))),
     "bmp-zero-height": (lambda: bmp(4, 0, 24), ("corrupt", ("4x0",))),
     "jpeg-zero-width": (lambda: jpeg_with_size(0, 16), ("corrupt", ("0x16",))),
+    "jpeg-height-from-dnl": (lambda: jpeg_with_size(16, 0), ("unsupported", ("DNL",))),
     "tiff-zero-width": (lambda: tiff_with_tags(width=0), ("corrupt", ("0x8",))),
     # huge headers in tiny files: refused before any pixel is allocated
     "png-bomb": (lambda: png_with_size(40_000, 40_000), ("bomb", ("max_pixels",))),

@@ -33,10 +33,16 @@ _STRONG_MAGIC = frozenset(
 )
 # BMP's magic is only "BM"; followed by a known DIB header size it is strong enough.
 _BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
-_BMP_COMPRESSIONS = {4: "a JPEG stream inside the BMP", 5: "a PNG stream inside the BMP"}
-# TIFF compression codes Pillow has no name for (a few common ones, for the message).
-_TIFF_CODECS = {34712: "JPEG 2000", 34887: "LERC", 34661: "JBIG", 50002: "JPEG XL",
-                52546: "JPEG XL", 34892: "lossy JPEG (DNG)", 34713: "Nikon NEF", 65000: "Kodak DCR"}
+_BMP_EMBEDDED = {4: "a JPEG stream inside the BMP", 5: "a PNG stream inside the BMP"}
+_BMP_COMPRESSIONS = frozenset({0, 1, 2, 3, 4, 5, 6, 11, 12, 13})  # all the format defines
+_BMP_DEPTHS = frozenset({1, 2, 4, 8, 16, 24, 32, 64})
+# Registered TIFF compressions Pillow has no decoder for; any other unknown value is damage.
+_TIFF_CODECS = {9: "JBIG T.85", 10: "JBIG2 T.43", 32766: "NeXT", 32895: "IT8 CT", 32896: "IT8 LW",
+                32897: "IT8 MP", 32898: "IT8 BL", 32908: "PixarFilm", 32909: "PixarLog",
+                32947: "Kodak DCS", 34661: "JBIG", 34712: "JPEG 2000", 34713: "Nikon NEF",
+                34887: "LERC", 34892: "lossy JPEG (DNG)", 50002: "JPEG XL", 52546: "JPEG XL (DNG)",
+                65000: "Kodak DCR"}
+_TIFF_PHOTOMETRICS = frozenset({0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 32803, 32844, 32845, 34892})
 # libtiff codecs a build may leave out and Pillow can write, so their presence is testable.
 _TIFF_PROBED = frozenset({"jpeg", "lzma", "zstd", "webp", "tiff_lzw", "tiff_adobe_deflate",
                           "tiff_deflate", "packbits", "group3", "group4"})
@@ -375,10 +381,15 @@ def _explain(exc: BaseException, data: bytes, fmt: str, name: str) -> DecodeErro
     and a compression it lacks shows as a bare KeyError or "decoder error -2".
     """
     try:
-        sizes = _declared_sizes(data, fmt)
-        tags = _tiff_tags(data) if fmt == "TIFF" else {}
+        return _diagnose(str(exc), data, fmt, name)
     except Exception:  # a header too broken to read by hand: the generic classification applies
         return None
+
+
+def _diagnose(text: str, data: bytes, fmt: str, name: str) -> DecodeError | None:
+    """The header facts behind a failure, read by hand; raises on headers too short to read."""
+    sizes = _declared_sizes(data, fmt)
+    tags = _tiff_tags(data) if fmt == "TIFF" else {}
     for what, w, h in sizes:
         if fmt in ("JPEG", "MPO") and w > 0 and h == 0:
             return DecodeError("unsupported", name, "JPEG height 0 in the frame header (set "
@@ -386,27 +397,51 @@ def _explain(exc: BaseException, data: bytes, fmt: str, name: str) -> DecodeErro
         if w == 0 or h == 0:
             return DecodeError("corrupt", name, f"{fmt} {what} declares a {w}x{h} image; a width "
                                "or height of 0 is invalid")
-    text = str(exc)
-    bmp_code = int.from_bytes(data[30:34], "little") if _is_real_bmp(fmt, data) else None
-    if bmp_code in _BMP_COMPRESSIONS:  # Pillow may complain first about their bit count 0
-        return DecodeError("unsupported", name, f"BMP compression {bmp_code}: "
-                           f"{_BMP_COMPRESSIONS[bmp_code]}, which Pillow cannot read ({text})")
+    if _is_real_bmp(fmt, data):
+        return _explain_bmp(text, data, name)
     if fmt != "TIFF":
         return None
     code = tags.get(259, 1)
     if code not in TiffImagePlugin.COMPRESSION_INFO:
-        return DecodeError("unsupported", name, f"TIFF compression {code} "
-                           f"({_TIFF_CODECS.get(code, 'unknown scheme')}) is not supported by Pillow")
+        if code not in _TIFF_CODECS:
+            return DecodeError("corrupt", name, f"TIFF compression tag holds {code}, which is no "
+                               "TIFF compression scheme")
+        return DecodeError("unsupported", name, f"TIFF compression {code} ({_TIFF_CODECS[code]}) "
+                           "is not supported by Pillow")
     if "unknown pixel mode" in text or "unknown data organization" in text:
+        bits, formats = tags.get(258, (0,)), tags.get(339, (1,))
         layout = (f"photometric {tags.get(262, '?')}, {tags.get(277, 1)} samples of "
-                  f"{tags.get(258, '?')} bits, sample format {tags.get(339, 1)}")
-        return DecodeError("unsupported", name, f"TIFF pixel layout ({layout}) is not supported by "
-                           f"Pillow ({text})")
+                  f"{bits} bits, sample format {formats}")
+        bits, formats = _as_tuple(bits), _as_tuple(formats)
+        if (tags.get(262, 0) in _TIFF_PHOTOMETRICS and all(1 <= b <= 64 for b in bits)
+                and all(1 <= f <= 6 for f in formats)):
+            return DecodeError("unsupported", name, f"TIFF pixel layout ({layout}) is not "
+                               "supported by Pillow")
+        return DecodeError("corrupt", name, f"TIFF header declares an impossible pixel layout "
+                           f"({layout})")
     codec = TiffImagePlugin.COMPRESSION_INFO[code]
     if "decoder error" in text and not _libtiff_decodes(codec):
         return DecodeError("unsupported", name, f"TIFF compression {codec!r} ({code}): this "
                            "Pillow's libtiff was built without it")
     return None
+
+
+def _explain_bmp(text: str, data: bytes, name: str) -> DecodeError:
+    """A real BMP Pillow refused: an odd-but-valid variant ("unsupported") or a broken header."""
+    bits, code = struct.unpack_from("<HI", data, 28) if data[14] != 12 else (data[24], 0)
+    if code in _BMP_EMBEDDED:  # Pillow complains first about their bit count of 0
+        return DecodeError("unsupported", name, f"BMP compression {code}: {_BMP_EMBEDDED[code]}, "
+                           f"which Pillow cannot read ({text})")
+    if code not in _BMP_COMPRESSIONS or bits not in _BMP_DEPTHS or "Palette size" in text:
+        return DecodeError("corrupt", name, f"BMP header declares {bits} bits per pixel, "
+                           f"compression {code}: no valid BMP looks like this ({text})")
+    kind = "unsupported" if "unsupported" in text.lower() else "corrupt"
+    return DecodeError(kind, name, f"BMP image: {text}")
+
+
+def _as_tuple(value: object) -> tuple[int, ...]:
+    """A TIFF tag value as a tuple of ints (Pillow gives a scalar or a tuple)."""
+    return tuple(int(v) for v in value) if isinstance(value, tuple) else (int(value),)
 
 
 def _declared_sizes(data: bytes, fmt: str) -> list[tuple[str, int, int]]:
