@@ -388,9 +388,9 @@ def _explain(exc: BaseException, data: bytes, fmt: str, name: str) -> DecodeErro
 
 def _diagnose(text: str, data: bytes, fmt: str, name: str) -> DecodeError | None:
     """The header facts behind a failure, read by hand; raises on headers too short to read."""
-    sizes = _declared_sizes(data, fmt)
-    tags = _tiff_tags(data) if fmt == "TIFF" else {}
-    for what, w, h in sizes:
+    size = _declared_size(data, fmt)
+    if size is not None:
+        what, w, h = size
         if fmt in ("JPEG", "MPO") and w > 0 and h == 0:
             return DecodeError("unsupported", name, "JPEG height 0 in the frame header (set "
                                "later by a DNL marker, which Pillow cannot read)")
@@ -399,8 +399,11 @@ def _diagnose(text: str, data: bytes, fmt: str, name: str) -> DecodeError | None
                                "or height of 0 is invalid")
     if _is_real_bmp(fmt, data):
         return _explain_bmp(text, data, name)
-    if fmt != "TIFF":
-        return None
+    return _explain_tiff(text, _tiff_tags(data), name) if fmt == "TIFF" else None
+
+
+def _explain_tiff(text: str, tags: dict[int, object], name: str) -> DecodeError | None:
+    """A compression or pixel layout Pillow/libtiff lacks ("unsupported"), or one no TIFF has."""
     code = tags.get(259, 1)
     if code not in TiffImagePlugin.COMPRESSION_INFO:
         if code not in _TIFF_CODECS:
@@ -409,12 +412,11 @@ def _diagnose(text: str, data: bytes, fmt: str, name: str) -> DecodeError | None
         return DecodeError("unsupported", name, f"TIFF compression {code} ({_TIFF_CODECS[code]}) "
                            "is not supported by Pillow")
     if "unknown pixel mode" in text or "unknown data organization" in text:
-        bits, formats = tags.get(258, (0,)), tags.get(339, (1,))
-        layout = (f"photometric {tags.get(262, '?')}, {tags.get(277, 1)} samples of "
-                  f"{bits} bits, sample format {formats}")
-        bits, formats = _as_tuple(bits), _as_tuple(formats)
-        if (tags.get(262, 0) in _TIFF_PHOTOMETRICS and all(1 <= b <= 64 for b in bits)
-                and all(1 <= f <= 6 for f in formats)):
+        photometric, bits, formats = tags.get(262, 0), tags.get(258, 0), tags.get(339, 1)
+        layout = (f"photometric {photometric}, {tags.get(277, 1)} samples of {bits} bits, "
+                  f"sample format {formats}")
+        if (photometric in _TIFF_PHOTOMETRICS and all(1 <= b <= 64 for b in _as_tuple(bits))
+                and all(1 <= f <= 6 for f in _as_tuple(formats))):
             return DecodeError("unsupported", name, f"TIFF pixel layout ({layout}) is not "
                                "supported by Pillow")
         return DecodeError("corrupt", name, f"TIFF header declares an impossible pixel layout "
@@ -444,26 +446,26 @@ def _as_tuple(value: object) -> tuple[int, ...]:
     return tuple(int(v) for v in value) if isinstance(value, tuple) else (int(value),)
 
 
-def _declared_sizes(data: bytes, fmt: str) -> list[tuple[str, int, int]]:
-    """(where, width, height) as the header states them; Pillow never reports a 0 size."""
+def _declared_size(data: bytes, fmt: str) -> tuple[str, int, int] | None:
+    """(where, width, height) as the header states it; Pillow never reports a 0 size."""
     if fmt == "PNG" and data[12:16] == b"IHDR":
-        return [("header", *struct.unpack(">II", data[16:24]))]
+        return ("header", *struct.unpack(">II", data[16:24]))
     if fmt == "GIF":
-        return [_gif_first_frame(data)]
+        return _gif_first_frame(data)
     if _is_real_bmp(fmt, data):  # OS/2 1.x headers have 16-bit sizes, later ones signed 32-bit
         w, h = struct.unpack_from("<HH" if data[14] == 12 else "<ii", data, 18)
-        return [("header", abs(w), abs(h))]
+        return ("header", abs(w), abs(h))
     if fmt in ("JPEG", "MPO"):
         pos = 2
         while pos + 9 <= len(data) and data[pos] == 0xFF and data[pos + 1] != 0xDA:
             if data[pos + 1] in _SOF_MARKERS:
                 h, w = struct.unpack(">HH", data[pos + 5 : pos + 9])
-                return [("frame header", w, h)]
+                return ("frame header", w, h)
             pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
     if fmt == "TIFF":
         tags = _tiff_tags(data)
-        return [("first page", int(tags.get(256, 1)), int(tags.get(257, 1)))]
-    return []
+        return ("first page", int(tags.get(256, 1)), int(tags.get(257, 1)))
+    return None
 
 
 def _gif_first_frame(data: bytes) -> tuple[str, int, int]:
