@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import io
+import json
 import pickle
+import subprocess
+import sys
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
+import pillow_heif
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from exoray.image.decode import (
     DEFAULT_MAX_PIXELS,
@@ -217,6 +222,90 @@ def test_max_side_bounds_long_side_and_never_upscales(fmt: str) -> None:
     rotated = encode(Image.fromarray(photo(500, 170)), "JPEG", exif=exif)
     img = decode_image(rotated, max_side=100)
     assert img.rgb.shape == (100, 34, 3) and (img.width, img.height) == (170, 500)
+
+
+# --------------------------------------------------------------------------- HEIC / AVIF
+
+HAS_AVIF = "avif" in features.modules and bool(features.check_module("avif"))
+HEIF_AND_AVIF = [
+    "HEIF",
+    pytest.param("AVIF", marks=pytest.mark.skipif(
+        not HAS_AVIF, reason="this Pillow has no AVIF codec (PIL.features 'avif'; Pillow>=11.3 "
+        "wheels have it) and pillow-heif>=1.0 no longer writes AVIF")),
+]
+
+
+def encode_heif(im: Image.Image, fmt: str, **kw: object) -> bytes:
+    """A real HEIC (pillow-heif's HEVC encoder) or AVIF (Pillow's own codec) file's bytes."""
+    buf = io.BytesIO()
+    if fmt == "HEIF":
+        pillow_heif.from_pillow(im).save(buf, **kw)
+    else:
+        im.save(buf, "AVIF", **kw)
+    return buf.getvalue()
+
+
+def halves(w: int, h: int) -> np.ndarray:
+    """Left half orange-red, right half blue: colour and left/right both checkable."""
+    arr = np.empty((h, w, 3), np.uint8)
+    arr[:, : w // 2] = (220, 60, 20)
+    arr[:, w // 2 :] = (20, 60, 220)
+    return arr
+
+
+@pytest.mark.parametrize("fmt", HEIF_AND_AVIF)
+def test_heic_and_avif_decode_like_any_image(fmt: str) -> None:
+    data = encode_heif(Image.fromarray(halves(96, 64)), fmt, quality=90)
+    img = decode_image(data, name=f"IMG_0001.{fmt.lower()}")
+    assert img.format == fmt and img.n_frames == 1
+    assert (img.width, img.height) == (96, 64) and img.rgb.shape == (64, 96, 3)
+    assert img.rgb.dtype == np.uint8 and img.rgb.flags.c_contiguous
+    left, right = img.rgb[16:48, 8:40].reshape(-1, 3), img.rgb[16:48, 56:88].reshape(-1, 3)
+    assert np.abs(left.mean(0) - (220, 60, 20)).max() < 12  # lossy, 4:2:0 chroma
+    assert np.abs(right.mean(0) - (20, 60, 220)).max() < 12
+    assert read_image_size(data) == (96, 64)
+    small = decode_image(data, max_side=48)
+    assert small.rgb.shape == (32, 48, 3) and (small.width, small.height) == (96, 64)
+
+
+@pytest.mark.parametrize("fmt", HEIF_AND_AVIF)
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_heic_and_avif_exif_orientation_is_applied(fmt: str, orientation: int) -> None:
+    stored = np.full((40, 80, 3), 40, np.uint8)  # 80 wide, 40 tall as stored
+    stored[:8, :8] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode_heif(Image.fromarray(stored), fmt, quality=95, exif=exif.tobytes())
+    img = decode_image(data, name=f"rotated.{fmt.lower()}")
+    assert (img.width, img.height) == ((40, 80) if orientation >= 5 else (80, 40))
+    assert img.rgb.shape[:2] == (img.height, img.width)
+    assert read_image_size(data) == (img.width, img.height)
+    red = np.argwhere((img.rgb[..., 0] > 200) & (img.rgb[..., 1] < 80))
+    cy, cx = red.mean(axis=0)
+    corner = ("top" if cy < img.height / 2 else "bottom") + (
+        "_left" if cx < img.width / 2 else "_right"
+    )
+    assert corner == _MARKER_CORNER[orientation]
+
+
+def test_heic_file_decodes_in_a_fresh_process(tmp_path: Path) -> None:
+    """A Phase II worker has never registered pillow-heif itself: decode must do it."""
+    path = tmp_path / "IMG_0002.HEIC"
+    pillow_heif.from_pillow(Image.fromarray(halves(96, 64))).save(path, quality=90)
+    script = (
+        "import json, sys\n"
+        "from exoray.image.decode import decode_image, read_image_size\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "size = read_image_size(data, name=sys.argv[1])\n"
+        "img = decode_image(data, name=sys.argv[1])\n"
+        "print(json.dumps([img.format, size, img.rgb.shape, img.rgb[32, 20].tolist()]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    fmt, size, shape, pixel = json.loads(out.stdout)
+    assert (fmt, size, shape) == ("HEIF", [96, 64], [64, 96, 3])
+    assert np.abs(np.array(pixel) - (220, 60, 20)).max() < 20
 
 
 # --------------------------------------------------------------------------- bad files

@@ -10,8 +10,9 @@ import zlib
 from collections.abc import Callable
 
 import numpy as np
+import pillow_heif
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from exoray.image.cheap_features import compute_features
 from exoray.image.decode import ERROR_KINDS, DecodeError, decode_image, read_image_size
@@ -334,3 +335,50 @@ def test_tiff_codec_missing_from_libtiff_is_unsupported_or_else_corrupt() -> Non
     assert info.value.kind in ("unsupported", "corrupt")
     if info.value.kind == "unsupported":
         assert "webp" in message.lower() and "libtiff" in message
+
+
+# --------------------------------------------------------------------------- HEIC / AVIF
+
+HAS_AVIF = "avif" in features.modules and bool(features.check_module("avif"))
+NO_AVIF = pytest.mark.skipif(not HAS_AVIF, reason="this Pillow has no AVIF codec (PIL.features "
+                             "'avif'; Pillow>=11.3 wheels have it)")
+
+
+def heif_or_avif(fmt: str) -> bytes:
+    im = Image.fromarray(np.random.default_rng(5).integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    if fmt == "HEIF":
+        pillow_heif.from_pillow(im).save(buf, quality=80)
+    else:
+        im.save(buf, "AVIF", quality=80)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", pytest.param("AVIF", marks=NO_AVIF)])
+@pytest.mark.parametrize("keep", [0.05, 0.5, 0.95])
+def test_truncated_heic_and_avif_are_truncated(fmt: str, keep: float) -> None:
+    data = heif_or_avif(fmt)
+    with pytest.raises(DecodeError) as info:
+        decode_image(data[: int(len(data) * keep)], name=NAME)
+    message = str(info.value)
+    assert info.value.kind == "truncated", message
+    assert NAME in message and fmt in message and "\n" not in message
+
+
+@NO_AVIF
+def test_avif_with_the_generic_mif1_brand_goes_to_the_avif_decoder() -> None:
+    """pillow-heif also accepts "mif1" files but may have no AV1 decoder: AVIF is tried first."""
+    data = heif_or_avif("AVIF")
+    assert data[8:12] == b"avif"
+    img = decode_image(data[:8] + b"mif1" + data[12:], name="generic.avif")
+    assert img.format == "AVIF" and (img.width, img.height) == (96, 64)
+
+
+def test_heic_without_pillow_heif_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = heif_or_avif("HEIF")
+    decode_image(data)  # plugins (pillow-heif's opener included) are registered once, here
+    monkeypatch.delitem(Image.OPEN, "HEIF")  # as if pillow-heif were not installed
+    with pytest.raises(DecodeError) as info:
+        decode_image(data, name="IMG_0003.HEIC")
+    assert info.value.kind == "unsupported"
+    assert "IMG_0003.HEIC" in str(info.value) and "pip install pillow-heif" in str(info.value)
