@@ -96,7 +96,7 @@ def main() -> None:
     import torch
 
     from exoray.image.ids import image_id
-    from exoray.storage import layout
+    from exoray.index.embeddings import resolve_embeddings
     from exoray.storage.parts import read_parts
     from exoray.storage.store import Store
     from pipelines import embeddings, manifest
@@ -125,7 +125,8 @@ def main() -> None:
                                     show_progress=False)
         print(f"    ({result.processed} rows, {result.errors} errors)")
         name = embeddings.parse_model_spec(args.model)[0]
-        got = read_parts(Store(base), layout.embeddings_folder(name), ["image_id", "vector"])
+        got = read_parts(Store(base), resolve_embeddings(Store(base), name).folder,
+                         ["image_id", "vector"])
         by_id = dict(zip(got["image_id"].to_pylist(),
                          np.stack(got["vector"].to_numpy(zero_copy_only=False)).astype(np.float32),
                          strict=True))

@@ -3,40 +3,29 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from exoray.engine.done import done_keys, error_keys, pending_mask, present_images
-from exoray.engine.ray_runtime import actor_pool_plan, ensure_ray
-from exoray.engine.runner import DEFAULT_PART_ROWS, PhaseRun, RunResult, Stage, begin_run, execute
-from exoray.engine.stages.embed import PHASE, DecodeWorker, EmbeddingSplitter, EmbedWorker
+from exoray.engine.ray_runtime import ClusterShape, actor_pool_plan
+from exoray.engine.runner import RunResult, Stage, run_phase
+from exoray.engine.schemas import EMBEDDINGS_KEY, EMBEDDINGS_SCHEMA
+from exoray.engine.spec import Option, Output, PhaseSpec, StageContext, Target
+from exoray.engine.stages.embed import DecodeWorker, EmbedWorker, embedding_rows
 from exoray.image.decode import DEFAULT_MAX_PIXELS
-from exoray.image.manifest import manifest_root
-from exoray.models.record import remember_backend
+from exoray.index.embeddings import embedding_sets, remember_model
 from exoray.storage import layout
 from exoray.storage.store import Store
-from pipelines.features import require_manifest
+from exoray.util.cli_types import positive_int, positive_int_arg
 
+EMBEDDINGS = Output("embeddings", EMBEDDINGS_SCHEMA, EMBEDDINGS_KEY)
 MODEL_ACTOR_CPUS = 0.25  # torch uses its own threads; the reservation only has to leave room
-
-
-@dataclass(frozen=True)
-class ModelPlan:
-    name: str
-    kwargs: dict[str, Any]
-    model_id: str
-    input_size: int
-    batch_size: int
-    gpu_share: float
+MODEL_ACTOR_MEMORY = 2 << 30  # what a model actor may hold; keeps Ray's memory hints quiet
+DEFAULT_MODELS = ("clip", "dino")
 
 
 def parse_model_spec(spec: str) -> tuple[str, str | None]:
     """``"clip"`` → (clip, None); ``"clip:ViT-B-16"`` → (clip, ViT-B-16)."""
-    name, _, variant = spec.partition(":")
+    name, _, variant = str(spec).partition(":")
     if not name:
         raise ValueError(f"model spec {spec!r} is empty; use e.g. 'clip', 'dino' or 'clip:ViT-B-16'")
     return name, variant or None
@@ -50,87 +39,125 @@ def models_cache_dir(store: Store) -> str | None:
     return path
 
 
-def plan_model(store: Store, spec: str, *, checkpoint: str | None, batch_size: int | None,
-               device: str | None) -> ModelPlan:
-    """Validate a model spec in the driver (clear errors before any actor starts)."""
+def parse_checkpoints(items: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
+    """``{"clip": PATH}`` or CLI-style ``["clip=PATH"]`` → a dict."""
+    if not items:
+        return {}
+    if isinstance(items, Mapping):
+        return dict(items)
+    out = {}
+    for item in items:
+        name, sep, path = str(item).partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--checkpoint {item!r}: use MODEL=PATH, e.g. clip=/ckpt/dir")
+        out[name] = path
+    return out
+
+
+def resolve(store: Store, opts: dict[str, Any]) -> list[Target]:
+    """Validate the model specs in the driver (clear errors before any actor starts)."""
     from exoray.models import describe_backend
 
-    name, variant = parse_model_spec(spec)
-    kwargs = {"variant": variant, "checkpoint": checkpoint, "cache_dir": models_cache_dir(store),
-              "device": device, "batch_size": batch_size}
-    info = describe_backend(name, **kwargs)
-    return ModelPlan(name, kwargs, info["model_id"], info["input_size"],
-                     batch_size or info["default_batch_size"], info["gpu_share"])
-
-
-def todo(store: Store, plans: Sequence[ModelPlan], *, retry_errors: bool, run_id: str) -> pa.Table:
-    """Images that still miss at least one model's embedding, with a need_<model> flag each."""
-    images = present_images(require_manifest(store))
-    failed = pa.array([], pa.string()) if retry_errors else error_keys(store, PHASE)
-    need_cols = {}
-    for plan in plans:
-        done = done_keys(store, layout.embeddings_folder(plan.name), model_id=plan.model_id)
-        need_cols[f"need_{plan.name}"] = pending_mask(images, pa.concat_arrays([done, failed]))
-    table = images.select(["image_id", "relpath", "fingerprint"])
-    any_need = None
-    for col, mask in need_cols.items():
-        table = table.append_column(col, mask)
-        any_need = mask if any_need is None else pc.or_(any_need, mask)
-    table = table.filter(any_need) if any_need is not None else table
-    return table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
-
-
-def run(
-    base: str | os.PathLike[str],
-    models: Sequence[str] = ("clip", "dino"),
-    *,
-    checkpoints: dict[str, str] | None = None,
-    batch_size: int | None = None,
-    device: str | None = None,
-    retry_errors: bool = False,
-    part_rows: int = DEFAULT_PART_ROWS,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    show_progress: bool = True,
-) -> RunResult:
-    """Embed every image not yet embedded by each model; safe to kill and rerun."""
+    models = opts["models"]
+    models = [models] if isinstance(models, str) else list(models)
     if not models:
         raise ValueError("pass at least one model, e.g. models=['clip', 'dino']")
     names = [parse_model_spec(m)[0] for m in models]
     if len(set(names)) != len(names):
-        raise ValueError(f"each model family once per run, got {list(models)}")
-    store = Store(base)
-    checkpoints = checkpoints or {}
+        raise ValueError(f"each model family once per run, got {models}")
+    checkpoints = parse_checkpoints(opts["checkpoints"])
     unknown = set(checkpoints) - set(names)
     if unknown:
-        raise ValueError(f"checkpoints given for models not in this run: {sorted(unknown)}")
-    plans = [plan_model(store, m, checkpoint=checkpoints.get(parse_model_spec(m)[0]),
-                        batch_size=batch_size, device=device) for m in models]
-    for plan in plans:
-        remember_backend(store, plan.name, plan.model_id, plan.kwargs)
-    outputs = [layout.embeddings_folder(p.name) for p in plans]
-    run_id = begin_run(store, PHASE, outputs)
-    pending = todo(store, plans, retry_errors=retry_errors, run_id=run_id)
-    shape = ensure_ray()
-    decode_plan = actor_pool_plan(shape)
-    stages = [Stage("decode", DecodeWorker,
-                    {"image_root": manifest_root(store), "side": max(p.input_size for p in plans),
-                     "max_pixels": max_pixels},
-                    batch_size=min(p.batch_size for p in plans), pool_size=decode_plan.size,
-                    num_cpus=decode_plan.num_cpus, batch_format="numpy")]
-    for i, plan in enumerate(plans):
-        share = plan.gpu_share if shape.gpus > 0 else 0.0
-        stages.append(Stage(
-            plan.name, EmbedWorker,
-            {"model": plan.name, "backend_kwargs": plan.kwargs, "store_location": store.location,
-             "run_id": run_id, "drop_image": i == len(plans) - 1,
+        raise ValueError(f"--checkpoint given for models not in this run: {sorted(unknown)}; "
+                         f"this run has {names}")
+    if opts["batch_size"] is not None:
+        positive_int(opts["batch_size"], name="batch_size")
+    share = opts["gpu_share"]
+    if share is not None and not 0 < float(share) <= 1:
+        raise ValueError(f"gpu_share must be in (0, 1], got {share!r}")
+    targets = []
+    for spec, name in zip(models, names, strict=True):
+        _, variant = parse_model_spec(spec)
+        kwargs = {"variant": variant, "checkpoint": checkpoints.get(name),
+                  "cache_dir": models_cache_dir(store), "device": opts["device"],
+                  "batch_size": opts["batch_size"]}
+        info = describe_backend(name, **kwargs, gpu_share=float(share) if share else None)
+        folder = remember_model(store, name, info["model_id"], kwargs, info.get("dim"))
+        targets.append(Target(name, folder, EMBEDDINGS, prefix=f"{name}_",
+                              model_id=info["model_id"], convert=embedding_rows,
+                              info={"kwargs": kwargs, "input_size": info["input_size"],
+                                    "batch_size": opts["batch_size"] or info["default_batch_size"],
+                                    "gpu_share": float(info["gpu_share"])}))
+    return targets
+
+
+def stages(ctx: StageContext) -> list[Stage]:
+    targets = ctx.targets
+    decode_plan = actor_pool_plan(ClusterShape(ctx.cpus, ctx.gpus))
+    result = [Stage("decode", DecodeWorker,
+                    {"image_root": ctx.image_root,
+                     "side": max(t.info["input_size"] for t in targets),
+                     "max_pixels": ctx.options["max_pixels"]},
+                    batch_size=min(t.info["batch_size"] for t in targets),
+                    pool_size=decode_plan.size, num_cpus=decode_plan.num_cpus,
+                    batch_format="numpy")]
+    for i, t in enumerate(targets):
+        share = t.info["gpu_share"] if ctx.gpus > 0 else 0.0
+        result.append(Stage(
+            t.label, EmbedWorker,
+            {"model": t.label, "backend_kwargs": t.info["kwargs"],
+             "store_location": ctx.store.location, "run_id": ctx.run_id,
+             "drop_image": i == len(targets) - 1,
              # CPU-only: the model actors share the cores instead of oversubscribing them.
-             "cpu_threads": max(1, int(shape.cpus) // len(plans))},
-            batch_size=plan.batch_size, pool_size=max(1, int(shape.gpus)) if share else 1,
-            num_cpus=MODEL_ACTOR_CPUS, num_gpus=share, batch_format="numpy"))
-    return execute(PhaseRun(
-        phase=PHASE, store=store, todo=pending, stages=stages, splitter=EmbeddingSplitter(names),
-        outputs=outputs, part_rows=part_rows, show_progress=show_progress, run_id=run_id,
-        model_id=",".join(p.model_id for p in plans),
-        options={"models": list(models), "batch_size": batch_size, "device": device,
-                 "retry_errors": retry_errors, "part_rows": part_rows},
-    ))
+             "cpu_threads": max(1, int(ctx.cpus) // len(targets))},
+            batch_size=t.info["batch_size"], pool_size=max(1, int(ctx.gpus)) if share else 1,
+            num_cpus=MODEL_ACTOR_CPUS, num_gpus=share, batch_format="numpy",
+            memory=MODEL_ACTOR_MEMORY))
+    return result
+
+
+def discover(store: Store) -> list[Target]:
+    """One target per model id on disk, labelled by family (``clip``) unless the family has
+    several model ids (``clip:ViT-L-14``)."""
+    sets = embedding_sets(store)
+    per_family: dict[str, int] = {}
+    for s in sets:
+        per_family[s.model] = per_family.get(s.model, 0) + 1
+    return [Target(s.model if per_family[s.model] == 1 else s.spec, s.folder, EMBEDDINGS,
+                   model_id=s.model_id) for s in sets]
+
+
+SPEC = PhaseSpec(
+    name="embed",
+    title="III embeddings",
+    help="Phase III: CLIP/DINOv2 embeddings (one decode, one GPU pool per model)",
+    outputs=(EMBEDDINGS,),
+    options=(
+        Option("models", DEFAULT_MODELS,
+               "clip, dino, or NAME:VARIANT (clip:ViT-B-16, dino:base, clip:tiny); repeat for "
+               "several", repeat=True, metavar="MODEL"),
+        Option("checkpoints", None, "local checkpoint (file/dir) or hub id for a model, "
+               "e.g. clip=/ckpt/dir; repeatable", repeat=True, metavar="MODEL=PATH"),
+        Option("batch_size", None, "images per model batch (default: per model)",
+               type=positive_int_arg),
+        Option("gpu_share", None, "fraction of one GPU per model actor (default: per model, "
+               "0.5 so CLIP and DINO share one GPU)", type=float),
+        Option("device", None, "cuda / cpu (default: cuda when available)"),
+        Option("max_pixels", DEFAULT_MAX_PIXELS,
+               "larger images are refused as decompression bombs", type=positive_int_arg),
+    ),
+    resolve=resolve,
+    stages=stages,
+    discover=discover,
+    next_step="exoray index {base}   # FAISS indices for search, cluster and sample",
+)
+
+
+def run(base: str | os.PathLike[str], models: Sequence[str] = DEFAULT_MODELS, *,
+        checkpoints: Mapping[str, str] | None = None, **options: Any) -> RunResult:
+    """Embed every image not yet embedded by each model; safe to kill and rerun.
+
+    Options: ``batch_size``, ``gpu_share``, ``device``, ``max_pixels`` plus the runner's
+    ``retry_errors``, ``part_rows``, ``estimate`` and ``show_progress``.
+    """
+    return run_phase(SPEC, base, models=list(models), checkpoints=checkpoints, **options)

@@ -3,71 +3,75 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
-import pyarrow as pa
-
-from exoray.engine.done import done_keys, error_keys, pending_mask, present_images
-from exoray.engine.ray_runtime import actor_pool_plan, ensure_ray
-from exoray.engine.runner import DEFAULT_PART_ROWS, PhaseRun, RunResult, Stage, begin_run, execute
-from exoray.engine.stages.features import PHASE, FeatureWorker, split_feature_rows
+from exoray.engine.ray_runtime import ClusterShape, actor_pool_plan
+from exoray.engine.runner import RunResult, Stage, run_phase
+from exoray.engine.schemas import FEATURES_SCHEMA
+from exoray.engine.spec import Option, Output, PhaseSpec, StageContext, Target
+from exoray.engine.stages.features import FeatureWorker
 from exoray.image.decode import DEFAULT_MAX_PIXELS
-from exoray.image.manifest import manifest_root, read_manifest
 from exoray.storage import layout
 from exoray.storage.store import Store
+from exoray.util.cli_types import positive_int, positive_int_arg
 
-DEFAULT_BATCH_SIZE = 16
-
-
-def require_manifest(store: Store) -> pa.Table:
-    manifest = read_manifest(store)
-    if manifest is None:
-        raise FileNotFoundError(
-            f"no manifest in {store.location}; run `exoray manifest {store.location} --images DIR` "
-            "first"
-        )
-    return manifest
+FEATURES = Output("features", FEATURES_SCHEMA)
 
 
-def todo(store: Store, *, retry_errors: bool = False) -> pa.Table:
+def _target() -> Target:
+    return Target("features", layout.FEATURES, FEATURES)
+
+
+def resolve(store: Store, opts: dict[str, Any]) -> list[Target]:
+    for name in ("batch_size", "max_pixels"):
+        positive_int(opts[name], name=name)
+    return [_target()]
+
+
+def stages(ctx: StageContext) -> list[Stage]:
+    plan = actor_pool_plan(ClusterShape(ctx.cpus, ctx.gpus), max_actors=ctx.options["max_actors"])
+    return [Stage("features", FeatureWorker,
+                  {"image_root": ctx.image_root, "run_id": ctx.run_id,
+                   "max_pixels": ctx.options["max_pixels"]},
+                  batch_size=ctx.options["batch_size"], pool_size=plan.size,
+                  num_cpus=plan.num_cpus)]
+
+
+def discover(store: Store) -> list[Target]:
+    return [_target()]
+
+
+SPEC = PhaseSpec(
+    name="features",
+    title="II cheap features",
+    help="Phase II: cheap features, hashes for every image (Ray Data CPU actors)",
+    outputs=(FEATURES,),
+    options=(
+        Option("batch_size", 16, "images per actor batch", type=positive_int_arg),
+        Option("max_pixels", DEFAULT_MAX_PIXELS,
+               "larger images are refused as decompression bombs", type=positive_int_arg),
+        Option("max_actors", None, "at most this many feature actors (default: one per core)",
+               type=positive_int_arg),
+    ),
+    resolve=resolve,
+    stages=stages,
+    discover=discover,
+    next_step="exoray dupes {base}   # exact and near-duplicate groups",
+)
+
+
+def run(base: str | os.PathLike[str], **options: Any) -> RunResult:
+    """Compute Phase II features for every image not done yet; safe to kill and rerun.
+
+    Options: ``batch_size``, ``max_pixels``, ``max_actors`` plus the runner's ``retry_errors``,
+    ``part_rows``, ``estimate`` and ``show_progress``.
+    """
+    return run_phase(SPEC, base, **options)
+
+
+def todo(store: Store, *, retry_errors: bool = False):
     """Manifest images without a features row (or a permanent error) for their current file."""
-    images = present_images(require_manifest(store))
-    done = done_keys(store, layout.FEATURES)
-    if not retry_errors:
-        done = pa.concat_arrays([done, error_keys(store, PHASE)])
-    pending = images.filter(pending_mask(images, done))
-    return pending.select(["image_id", "relpath", "fingerprint"])
+    from exoray.engine.runner import compute_todo
 
-
-def run(
-    base: str | os.PathLike[str],
-    *,
-    retry_errors: bool = False,
-    part_rows: int = DEFAULT_PART_ROWS,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_actors: int | None = None,
-    show_progress: bool = True,
-) -> RunResult:
-    """Compute Phase II features for every image not done yet; safe to kill and rerun."""
-    if part_rows < 1 or batch_size < 1:
-        raise ValueError("part_rows and batch_size must be positive integers")
-    store = Store(base)
-    run_id = begin_run(store, PHASE, [layout.FEATURES])
-    pending = todo(store, retry_errors=retry_errors)
-    shape = ensure_ray()
-    root = manifest_root(store)
-    plan = actor_pool_plan(shape, max_actors=max_actors)
-    stage = Stage(
-        name="features",
-        fn=FeatureWorker,
-        constructor_kwargs={"image_root": root, "run_id": run_id, "max_pixels": max_pixels},
-        batch_size=batch_size,
-        pool_size=plan.size,
-        num_cpus=plan.num_cpus,
-    )
-    return execute(PhaseRun(
-        phase=PHASE, store=store, todo=pending, stages=[stage], splitter=split_feature_rows,
-        outputs=[layout.FEATURES], part_rows=part_rows, show_progress=show_progress, run_id=run_id,
-        options={"retry_errors": retry_errors, "part_rows": part_rows, "batch_size": batch_size,
-                 "max_pixels": max_pixels, "image_root": root},
-    ))
+    return compute_todo(store, SPEC, [_target()], retry_errors=retry_errors).select(
+        ["image_id", "relpath", "fingerprint"])

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from exoray.image.manifest import ScanSummary, build_manifest
 from exoray.storage.store import Store
 
 
-def run(base: str | os.PathLike[str], images: str | os.PathLike[str] | None = None) -> ScanSummary:
-    """Scan ``images`` (default: the root recorded last time, else BASE/data/images)."""
+def run(base: str | os.PathLike[str], images: str | os.PathLike[str] | None = None, *,
+        extensions: str | Iterable[str] | None = None) -> ScanSummary:
+    """Scan ``images`` (default: the root recorded last time, else BASE/data/images).
+
+    ``extensions``: which file extensions to scan, e.g. ``"jpg,png"`` or ``"+fits"`` (default:
+    everything the installed decoders open; ``EXORAY_EXTENSIONS`` sets the same).
+    """
     store = Store(base)
     store.makedirs("manifests")
-    return build_manifest(store, os.fspath(images) if images is not None else None)
+    return build_manifest(store, os.fspath(images) if images is not None else None,
+                          extensions=extensions)

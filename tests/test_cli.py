@@ -9,15 +9,31 @@ import pytest
 from exoray.cli.main import build_parser, main
 
 COMMANDS = ["manifest", "features", "dupes", "status", "errors", "synth", "demo", "embed", "index",
-            "search", "cluster", "sample"]
+            "search", "cluster", "sample", "doctor"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main([command, "--help"])
-    assert exit_info.value.code == 0
+    assert main([command, "--help"]) == 0
     assert "usage: exoray " + command in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_has_help_and_says_its_default(command):
+    import argparse
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for action in sub.choices[command]._actions:
+        if isinstance(action, argparse._HelpAction) or not action.option_strings:
+            continue
+        assert action.help, f"{command} {action.option_strings} has no help"
+        if action.nargs != 0 and action.default not in (None, argparse.SUPPRESS):
+            assert "default" in action.help, f"{command} {action.option_strings} hides its default"
+
+
+def test_verbose_and_quiet_work_after_the_subcommand(tmp_path, capsys):
+    assert main(["status", str(tmp_path), "-v"]) == 0
+    assert main(["status", str(tmp_path), "-q"]) == 0
 
 
 def test_parser_knows_all_commands():
@@ -45,9 +61,8 @@ def test_user_errors_are_one_line_with_the_fix(tmp_path, capsys):
     assert "exoray manifest" in err and "Traceback" not in err
     assert main(["manifest", str(tmp_path / "b"), "--images", str(tmp_path / "missing")]) == 2
     assert "--images" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["features", str(tmp_path), "--part-rows", "0"])
-    assert "must be >= 1" in capsys.readouterr().err
+    assert main(["features", str(tmp_path), "--part-rows", "0"]) == 2
+    assert "positive integer" in capsys.readouterr().err
 
 
 def test_status_without_manifest_says_what_to_do(tmp_path, capsys):

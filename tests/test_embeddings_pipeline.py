@@ -11,11 +11,11 @@ import pytest
 
 from exoray.cli.main import main
 from exoray.engine.errors_table import read_errors
-from exoray.engine.jobs import read_jobs
+from exoray.engine.runlog import read_runs
 from exoray.engine.status import collect_status
 from exoray.explore.explorer import Explorer
 from exoray.image.manifest import read_manifest
-from exoray.index.embeddings import read_current_embeddings
+from exoray.index.embeddings import read_current_embeddings, resolve_embeddings
 from exoray.storage import layout
 from exoray.storage.parts import read_parts
 from exoray.storage.store import Store
@@ -62,7 +62,7 @@ def test_one_row_per_model_and_image(embedded):
     assert first.processed == n_good
     assert both.todo == n_good  # clip was done: the second run only needed dino
     for model in ("clip", "dino"):
-        parts = read_parts(store, layout.embeddings_folder(model))
+        parts = read_parts(store, resolve_embeddings(store, model).folder)
         ids = parts["image_id"].to_pylist()
         assert len(ids) == len(set(ids)) == n_good, model
         ids, vectors, info = read_current_embeddings(store, model)
@@ -78,8 +78,8 @@ def test_rerun_embeds_nothing(embedded):
     base, *_ = embedded
     again = embeddings.run(base, MODELS, part_rows=30, batch_size=8, show_progress=False)
     assert again.todo == 0
-    jobs = read_jobs(Store(str(base)))
-    assert "tiny:clip" in jobs["model_id"].to_pylist()[-1]
+    runs = read_runs(Store(str(base)))
+    assert "tiny:clip" in runs["model_id"].to_pylist()[-1]
 
 
 def test_search_returns_the_query_image_first(embedded):
@@ -134,11 +134,11 @@ def test_index_extends_with_new_images_and_status_shows_coverage(embedded, tmp_p
     manifest.run(work)
     embeddings.run(work, MODELS, part_rows=30, batch_size=8, show_progress=False)
     st = {p.phase: p for p in collect_status(str(work)).phases}
-    assert "1 embeddings not indexed" in st["embed:clip"].extra["index"]
+    assert st["embed:clip"].extra["index"]["not_indexed"] == 1
     (summary,) = indices.run(work, ["clip"])
     assert summary["mode"] == "extend" and summary["added"] == 1
     st = {p.phase: p for p in collect_status(str(work)).phases}
-    assert "0 embeddings not indexed" in st["embed:clip"].extra["index"]
+    assert st["embed:clip"].extra["index"]["not_indexed"] == 0
 
 
 def test_cli_search_json_and_errors(embedded, capsys):
@@ -169,3 +169,63 @@ def test_embedding_dupes_join_hash_dupes(embedded):
     assert exact <= in_groups
     assert summary["groups"] >= 1
     assert pc.count_distinct(table["image_id"]).as_py() == table.num_rows
+
+
+def _tiny_clip_checkpoint(out, embed_dim: int) -> str:
+    """A tiny open_clip checkpoint with another embedding size, in open_clip's local-dir format."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from exoray.models.tiny import tiny_config
+
+    config = tiny_config("clip")
+    config["model_cfg"]["embed_dim"] = embed_dim
+    out.mkdir(parents=True)
+    (out / "open_clip_config.json").write_text(json.dumps(config))
+    torch.manual_seed(1)
+    model = open_clip.create_model(f"local-dir:{out}", load_weights=False, pretrained_text=False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(out / "open_clip_model.safetensors"))
+    return str(out)
+
+
+def test_a_second_model_id_never_breaks_the_first(embedded, tmp_path):
+    """clip:tiny (32-d) then a 48-d clip checkpoint: both read, index and search."""
+    base, *_ = embedded
+    work = tmp_path / "base"
+    shutil.copytree(base, work)
+    ckpt = _tiny_clip_checkpoint(tmp_path / "clip48", 48)
+    result = embeddings.run(work, ["clip"], checkpoints={"clip": ckpt}, part_rows=30,
+                            batch_size=8, show_progress=False)
+    store = Store(str(work))
+    assert result.processed == len(read_current_embeddings(store, "clip:tiny")[0])
+    new = resolve_embeddings(store, "clip")
+    old = resolve_embeddings(store, "clip:tiny")
+    assert new.model_id.startswith("local:") and new.folder != old.folder
+    assert read_current_embeddings(store, "clip")[1].shape[1] == 48
+    assert read_current_embeddings(store, "clip:tiny")[1].shape[1] == 32
+    (summary,) = indices.run(work, ["clip"])
+    assert summary["model_id"] == new.model_id and summary["mode"].startswith("rebuild")
+    assert len(Explorer(work, "clip").search("a red square", k=3)) == 3
+    (summary,) = indices.run(work, ["clip:tiny"])
+    assert summary["model_id"] == old.model_id
+    assert len(Explorer(work, "clip:tiny").search("a red square", k=3)) == 3
+    labels = {p.phase for p in collect_status(str(work)).phases}
+    assert {"embed:clip", "embed:clip:tiny", "embed:dino"} <= labels
+
+
+def test_search_never_returns_a_deleted_image(embedded, tmp_path):
+    base, root, truth, *_ = embedded
+    work, images = tmp_path / "base", tmp_path / "images"
+    shutil.copytree(base, work)
+    shutil.copytree(root, images)
+    manifest.run(work, images=images)
+    ids = read_current_embeddings(Store(str(work)), "clip")[0]
+    rel = {r["image_id"]: r["relpath"] for r in read_manifest(Store(str(work))).to_pylist()}
+    gone = ids[0]
+    (images / rel[gone]).unlink()
+    manifest.run(work)  # marks it deleted; the index still holds it
+    hits = Explorer(work, "dino").search(image_id=ids[1], k=len(ids))
+    assert gone not in [h["image_id"] for h in hits]
+    assert len(hits) == len(ids) - 2  # all but the query and the deleted image

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pytest
 
 from exoray.engine.errors_table import read_errors
-from exoray.engine.jobs import read_jobs
+from exoray.engine.runlog import read_runs
 from exoray.engine.status import collect_status
 from exoray.image.manifest import read_manifest
 from exoray.storage import layout
@@ -74,9 +74,11 @@ def test_parts_are_large_and_few(done_base):
 def test_rerun_does_nothing_and_is_logged(done_base):
     base, *_ = done_base
     again = features.run(base, part_rows=40, batch_size=8, show_progress=False)
-    assert again.todo == 0
-    jobs = read_jobs(Store(str(base)))
-    assert jobs.num_rows >= 2 and set(jobs["status"].to_pylist()) == {"completed"}
+    assert again.todo == 0 and again.run_id is None and "nothing to do" in str(again)
+    runs = read_runs(Store(str(base)))
+    # A no-op rerun starts no Ray and leaves the last real run (and its rate) as it was.
+    assert runs.num_rows == 1 and runs["status"].to_pylist() == ["completed"]
+    assert runs["images_per_s"][0].as_py() > 0
 
 
 def test_status_reports_done_errors_and_last_run(done_base):
@@ -114,4 +116,29 @@ def test_changed_file_is_requeued_and_retry_errors(done_base, tmp_path):
     assert pc.sum(pc.equal(feats["relpath"], good)).as_py() == 2  # old + current fingerprint
     cur = [r for r in feats.to_pylist() if r["relpath"] == good and r["fingerprint"] == fp[r["image_id"]]]
     assert len(cur) == 1
-    assert bad in read_errors(store, "features")["relpath"].to_pylist()
+    errors = read_errors(store, "features")
+    assert bad in errors["relpath"].to_pylist()
+    # --retry-errors that fails again replaces the error row instead of adding a second one.
+    assert errors.num_rows == n_corrupt == len(set(errors["image_id"].to_pylist()))
+
+
+def test_a_later_success_supersedes_an_error(done_base, tmp_path, capsys):
+    """Every image refused (pixel limit), then retried with the default limit: nothing failing."""
+    from exoray.cli.main import main
+
+    base, root, truth, _ = done_base
+    work = tmp_path / "base"
+    manifest.run(work, images=root)
+    refused = features.run(work, max_pixels=10, part_rows=40, batch_size=8, show_progress=False)
+    n_corrupt = sum(t["corrupt"] for t in truth["images"].values())
+    assert refused.processed == 0 and refused.errors == len(truth["images"])
+    retried = features.run(work, retry_errors=True, part_rows=40, batch_size=8,
+                           show_progress=False)
+    assert retried.processed == len(truth["images"]) - n_corrupt
+    (feat,) = [p for p in collect_status(str(work)).phases if p.phase == "features"]
+    assert (feat.done, feat.errors) == (feat.total - n_corrupt, n_corrupt)  # never > 100 %
+    assert main(["errors", str(work), "--phase", "features", "--json"]) == 0
+    import json
+
+    failing = json.loads(capsys.readouterr().out)
+    assert len(failing) == n_corrupt

@@ -14,6 +14,7 @@ import pytest
 
 from exoray.engine.errors_table import read_errors
 from exoray.image.manifest import read_manifest
+from exoray.index.embeddings import resolve_embeddings
 from exoray.storage import layout
 from exoray.storage.parts import list_parts, read_parts
 from exoray.storage.store import Store
@@ -97,13 +98,25 @@ def test_embed_survives_kill_9(synth_set, tmp_path, monkeypatch):
     root, truth = synth_set
     base = tmp_path / "killed"
     manifest.run(base, images=root)
-    kill_after_first_part(base, layout.embeddings_folder("dino"), ["embed", str(base), *EMBED_ARGS])
+    manifest_store = Store(str(base))
+    dino = embedding_folder_of(manifest_store, "dino:tiny")
+    kill_after_first_part(base, dino, ["embed", str(base), *EMBED_ARGS])
     run_to_end("embed", str(base), *EMBED_ARGS)
     store = Store(str(base))
     good = sorted(r["image_id"] for r in read_manifest(store).to_pylist()
                   if not truth["images"][r["relpath"]]["corrupt"])
     for model in ("clip", "dino"):
-        ids = sorted(read_parts(store, layout.embeddings_folder(model))["image_id"].to_pylist())
+        folder = resolve_embeddings(store, model).folder
+        ids = sorted(read_parts(store, folder)["image_id"].to_pylist())
         assert ids == good, f"{model}: every good image exactly once after kill + rerun"
     errs = read_errors(store, "embed")["image_id"].to_pylist()
     assert len(errs) == len(set(errs)) == len(truth["images"]) - len(good)
+
+
+def embedding_folder_of(store: Store, spec: str) -> str:
+    """The folder a model's embeddings will be written to (from its description alone)."""
+    from exoray.models import describe_backend
+    from exoray.storage.layout import embeddings_folder
+
+    name, _, variant = spec.partition(":")
+    return embeddings_folder(name, describe_backend(name, variant=variant)["model_id"])

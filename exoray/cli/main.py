@@ -1,4 +1,5 @@
-"""The ``exoray`` command line: one sub-command per phase plus status, dupes, synth and demo."""
+"""The ``exoray`` command line: one sub-command per phase spec, plus status, errors, doctor,
+dupes, navigation, synth and demo."""
 
 from __future__ import annotations
 
@@ -10,19 +11,18 @@ import sys
 from collections.abc import Callable, Sequence
 
 from exoray import __version__
+from exoray.util.cli_types import positive_int_arg
 
 Handler = Callable[[argparse.Namespace], int]
 DEFAULT_DEMO_BASE = "demo_base"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
+def _existing_base(base: str) -> None:
+    """Read-only commands never create a mistyped BASE."""
+    from exoray.storage.store import Store
+
+    if not Store(base).is_dir(""):
+        raise FileNotFoundError(f"BASE {base} does not exist; check the path")
 
 
 # -- handlers -------------------------------------------------------------------------------------
@@ -30,16 +30,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     from pipelines import manifest
 
     print(manifest.run(args.base, images=args.images))
-    return 0
-
-
-def cmd_features(args: argparse.Namespace) -> int:
-    from pipelines import features
-
-    result = features.run(args.base, retry_errors=args.retry_errors, part_rows=args.part_rows,
-                          batch_size=args.batch_size, max_pixels=args.max_pixels,
-                          show_progress=not args.quiet)
-    print(result)
+    print(f"next: exoray features {args.base}   # Phase II cheap features")
     return 0
 
 
@@ -61,18 +52,27 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_errors(args: argparse.Namespace) -> int:
-    from exoray.engine.errors_table import read_errors
-    from exoray.storage.store import Store
+    from exoray.engine.failing import failing_now
 
-    table = read_errors(Store(args.base), args.phase)
+    _existing_base(args.base)
+    table = failing_now(args.base, args.phase)
     rows = table.select(["phase", "relpath", "error", "message", "run_id"]).to_pylist()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
         print(f"{r['phase']:<9} {r['error']:<11} {r['message']}")
-    print(f"{len(rows)} error rows" + (f" for phase {args.phase}" if args.phase else ""))
+    print(f"{len(rows)} images failing" + (f" in phase {args.phase}" if args.phase else ""))
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from exoray.engine.doctor import check_base, format_report
+
+    _existing_base(args.base)
+    report = check_base(args.base, fix=args.fix)
+    print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
+    return 0 if report["healthy"] or args.fix else 1
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -80,99 +80,134 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     truth = make_image_set(args.dir, n=args.n, seed=args.seed, corrupt=args.corrupt,
                            max_megapixels=args.max_megapixels)
-    print(f"wrote {len(truth['images'])} files with ground truth to {os.path.join(args.dir, 'truth.json')}")
+    print(f"wrote {len(truth['images'])} files with ground truth to "
+          f"{os.path.join(args.dir, 'truth.json')}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from exoray.dev.demo import run_demo
 
-    run_demo(args.base, n=args.n, seed=args.seed)
+    run_demo(args.base, n=args.n, seed=args.seed, show_progress=not args.quiet)
     return 0
 
 
 # -- parser ---------------------------------------------------------------------------------------
+def _common() -> argparse.ArgumentParser:
+    """-v/-q, accepted before or after the sub-command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logging, Ray's own messages and full tracebacks")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bar")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
+    parents = [_common()]
     parser = argparse.ArgumentParser(
-        prog="exoray", description="Explore a large image collection: resumable Ray Data phases.")
+        prog="exoray", parents=parents,
+        description="Explore a large image collection: resumable Ray Data phases.")
     parser.add_argument("--version", action="version", version=f"exoray {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("manifest", help="Phase I: scan an image folder into BASE's manifest")
+    p = sub.add_parser("manifest", help="Phase I: scan an image folder into BASE's manifest",
+                       parents=parents)
     p.add_argument("base", help="BASE folder or URI (s3://, gs://, file://)")
-    p.add_argument("--images", help="image root to scan (default: the last root, else BASE/data/images)")
+    p.add_argument("--images", help="image root to scan (default: the last root, else "
+                                    "BASE/data/images)")
     p.set_defaults(handler=cmd_manifest)
 
-    p = sub.add_parser("features", help="Phase II: cheap features for every image (Ray Data)")
-    p.add_argument("base")
-    p.add_argument("--retry-errors", action="store_true", help="process images that failed before")
-    p.add_argument("--part-rows", type=_positive_int, default=1000, help="rows per parquet part")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="images per actor batch")
-    p.add_argument("--max-pixels", type=_positive_int, default=100_000_000,
-                   help="larger images are refused as decompression bombs")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=cmd_features)
+    from exoray.cli.phases import add_phase_commands
 
-    p = sub.add_parser("dupes", help="exact and near-duplicate groups into features/dupes.parquet")
+    add_phase_commands(sub, parents)
+
+    p = sub.add_parser("dupes", help="exact and near-duplicate groups into features/dupes.parquet",
+                       parents=parents)
     p.add_argument("base")
-    p.add_argument("--max-distance", type=int, default=6, help="perceptual-hash Hamming distance")
+    p.add_argument("--max-distance", type=int, default=6,
+                   help="perceptual-hash Hamming distance (default: 6)")
     p.add_argument("--model", help="also join embedding near-duplicates of this model (clip/dino)")
-    p.add_argument("--threshold", type=float, default=0.95, help="cosine threshold with --model")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--threshold", type=float, default=0.95,
+                   help="cosine threshold with --model (default: 0.95)")
+    p.add_argument("--json", action="store_true", help="the summary as JSON")
     p.set_defaults(handler=cmd_dupes)
 
-    p = sub.add_parser("status", help="what is done, read from BASE alone")
+    p = sub.add_parser("status", help="what is done, read from BASE alone", parents=parents)
     p.add_argument("base")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="structured status")
     p.set_defaults(handler=cmd_status)
 
-    p = sub.add_parser("errors", help="list the images a phase could not process, and why")
+    from exoray.engine.registry import phase_names
+
+    p = sub.add_parser("errors", help="list the images a phase could not process, and why",
+                       parents=parents)
     p.add_argument("base")
-    p.add_argument("--phase", help="features, embed, ... (default: all)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--phase", choices=["manifest", *phase_names()],
+                   help="only this phase; manifest lists what the scan skipped (default: all)")
+    p.add_argument("--json", action="store_true", help="rows as JSON")
     p.set_defaults(handler=cmd_errors)
 
-    p = sub.add_parser("synth", help="write a synthetic image set with ground truth")
+    p = sub.add_parser("doctor", help="check BASE: duplicates, corrupt parts, leftovers",
+                       parents=parents)
+    p.add_argument("base")
+    p.add_argument("--fix", action="store_true",
+                   help="compact duplicated outputs, quarantine corrupt parts, remove leftovers")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.set_defaults(handler=cmd_doctor)
+
+    p = sub.add_parser("synth", help="write a synthetic image set with ground truth",
+                       parents=parents)
     p.add_argument("dir")
-    p.add_argument("--n", type=_positive_int, default=200)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=positive_int_arg, default=200, help="images (default: 200)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--corrupt", action="store_true", help="add a handful of bad files")
-    p.add_argument("--max-megapixels", type=float, default=3.0)
+    p.add_argument("--max-megapixels", type=float, default=3.0,
+                   help="largest image size (default: 3.0)")
     p.set_defaults(handler=cmd_synth)
 
-    p = sub.add_parser("demo", help="generate a demo set and run every phase on it")
+    p = sub.add_parser("demo", help="generate a demo set and run every phase on it",
+                       parents=parents)
     p.add_argument("base", nargs="?", default=DEFAULT_DEMO_BASE)
-    p.add_argument("--n", type=_positive_int, default=200)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=positive_int_arg, default=200, help="images (default: 200)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.set_defaults(handler=cmd_demo)
 
     from exoray.cli.explore import add_explore_commands
 
-    add_explore_commands(sub)
+    add_explore_commands(sub, parents)
     return parser
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, ImportError, KeyError, OSError)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    from exoray.engine.worker_errors import USER_ERRORS, user_facing
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the one-line error (or --help)
+        return int(exc.code or 0)
+    args.verbose = getattr(args, "verbose", False)
+    args.quiet = getattr(args, "quiet", False)
+    if args.verbose:
+        os.environ["EXORAY_VERBOSE"] = "1"
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)
-    except USER_ERRORS as exc:
-        if args.verbose:
-            raise
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"exoray {args.command}: error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"exoray {args.command}: interrupted; rerun the same command to continue",
               file=sys.stderr)
         return 130
+    except Exception as exc:
+        if args.verbose:
+            raise
+        cause = user_facing(exc)
+        if not isinstance(cause, (*USER_ERRORS, OSError, RuntimeError)):
+            raise
+        message = cause.args[0] if isinstance(cause, KeyError) and cause.args else cause
+        print(f"exoray {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

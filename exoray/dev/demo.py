@@ -1,24 +1,30 @@
 """``exoray demo``: a generated image set through every phase that exists, on any machine.
 
-Uses the tiny random-initialised CLIP and DINO variants (built locally, loaded through the real
-checkpoint code), so it needs no download; swap in real models with ``exoray embed --model clip``.
+Runs every registered phase spec in order (tiny random-initialised CLIP and DINO, built locally
+and loaded through the real checkpoint code, so nothing is downloaded), then the indices and
+navigation; swap in real models with ``exoray embed --model clip``.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from exoray.storage import layout
 from exoray.storage.store import Store
 
 DEMO_MODELS = ("clip:tiny", "dino:tiny")
+# Per-phase options for the demo; a phase not listed runs with its defaults.
+DEMO_OPTIONS: dict[str, dict[str, Any]] = {"embed": {"models": list(DEMO_MODELS)}}
 
 
 def run_demo(base: str, *, n: int = 200, seed: int = 0, show_progress: bool = True) -> None:
     from exoray.dev.synth import make_image_set
+    from exoray.engine.registry import phase_specs
+    from exoray.engine.runner import run_phase
     from exoray.engine.status import collect_status, format_status
-    from exoray.explore.explorer import Explorer
-    from pipelines import dupes, embeddings, features, indices, manifest
+    from exoray.explore import Explorer
+    from pipelines import dupes, indices, manifest
 
     store = Store(base)
     images = store.local_path(layout.DEFAULT_IMAGES)
@@ -28,11 +34,12 @@ def run_demo(base: str, *, n: int = 200, seed: int = 0, show_progress: bool = Tr
         truth = make_image_set(images, n=n, seed=seed, corrupt=True, max_megapixels=1.5)
         print(f"[demo] wrote {len(truth['images'])} synthetic images to {images}")
     print("[demo] I manifest:", manifest.run(base, images=images))
-    print("[demo] II features:", features.run(base, part_rows=100, show_progress=show_progress))
-    summary = dupes.run(base)
-    print("[demo] duplicates:", dupes.format_summary(summary))
-    print("[demo] III embeddings:", embeddings.run(base, DEMO_MODELS, part_rows=100,
-                                                   show_progress=show_progress))
+    for spec in phase_specs():
+        result = run_phase(spec, base, part_rows=100, show_progress=show_progress,
+                           **DEMO_OPTIONS.get(spec.name, {}))
+        print(f"[demo] {spec.title}: {result}")
+        if spec.name == "features":
+            print("[demo] duplicates:", dupes.format_summary(dupes.run(base)))
     for built in indices.run(base, ["clip", "dino"]):
         print(f"[demo] VII index {built['model']}: {built['kind']} of {built['count']}")
     ex = Explorer(base, "clip")
@@ -47,3 +54,8 @@ def run_demo(base: str, *, n: int = 200, seed: int = 0, show_progress: bool = Tr
     print(f"[demo] 8 clusters, sizes {[c['size'] for c in clusters]}")
     print(f"[demo] diverse sample of 6: {ex.sample(6)}")
     print(format_status(collect_status(base)))
+    print("[demo] try next:\n"
+          f"  exoray search {base} --model dino --id {first} -k 5\n"
+          f"  exoray sample {base} --model clip --n 12 --method diverse\n"
+          f"  exoray errors {base}\n"
+          f"  exoray doctor {base}")

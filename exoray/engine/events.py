@@ -1,7 +1,7 @@
 """Rare run events (e.g. an out-of-memory batch-size backoff) raised inside Ray actors.
 
 Actors cannot reach the driver's job record, so each event is published as one small JSON file
-under ``logs/events/``; the runner folds the run's events into its jobs.parquet row at the end.
+under ``logs/events/``; the runner folds the run's events into its run-log end record.
 Events are rare, so the small writes do not matter even on Drive.
 """
 
@@ -12,9 +12,8 @@ import time
 import uuid
 from typing import Any
 
+from exoray.storage.layout import EVENTS
 from exoray.storage.store import Store
-
-EVENTS = "logs/events"
 
 
 def record_event(store: Store, run_id: str, event: dict[str, Any]) -> None:

@@ -21,24 +21,39 @@ def ensure_ray() -> ClusterShape:
     A local start has no dashboard (nothing can reach it in Colab) and declares the machine's
     cores; actor shares are sized by :func:`actor_pool_plan` so the write tasks always fit.
     """
+    verbose = bool(os.environ.get("EXORAY_VERBOSE"))
+    if not verbose:
+        # Ray's own notices (experimental flags, object-store arguments, progress-bar hints)
+        # are not the user's business; `-v` shows them.
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     import ray
 
+    if not verbose:
+        quiet_ray_loggers()
     if not ray.is_initialized():
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         address = os.environ.get("RAY_ADDRESS")
         if address:
-            ray.init(address=address, ignore_reinit_error=True)
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=verbose)
         else:
+            # address="local": never join a stale cluster a dead `ray start --head` left behind.
             ray.init(
+                address="local",
                 num_cpus=os.cpu_count() or 2,
                 include_dashboard=False,
                 ignore_reinit_error=True,
                 configure_logging=False,
-                log_to_driver=True,
+                log_to_driver=verbose,
             )
             _wait_for_resources(ray)
     res = ray.cluster_resources()
     return ClusterShape(cpus=float(res.get("CPU", 1.0)), gpus=float(res.get("GPU", 0.0)))
+
+
+def quiet_ray_loggers() -> None:
+    """Only errors from Ray's Python loggers (driver side)."""
+    for name in ("ray", "ray.data", "ray.data._internal", "ray._private"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _wait_for_resources(ray, timeout: float = 10.0) -> None:

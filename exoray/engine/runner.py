@@ -1,26 +1,30 @@
-"""The one runner that turns a phase's stages and sink into a Ray Data pipeline.
+"""The one runner that turns a :class:`~exoray.engine.spec.PhaseSpec` into a Ray Data pipeline.
 
-``pipelines/<phase>.py`` only says which stages, which outputs and which options; everything about
-Ray (pools, fractional resources, blocks, progress, the run log) lives here once.
+``pipelines/<phase>.py`` only declares outputs, options and stages; the lease, the todo list, the
+Ray pipeline (pools, fractional resources, blocks), progress and the run log live here once.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
-import threading
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from exoray.engine.done import done_keys, error_keys, pending_mask, present_images
 from exoray.engine.events import read_events
-from exoray.engine.jobs import JobRecord, new_run_id, now_utc, record_job
-from exoray.engine.sink import Splitter, make_part_sink
+from exoray.engine.progress import ProgressMonitor, rows_of_run
+from exoray.engine.runlog import RunRecord, new_run_id, now_utc, read_runs
+from exoray.engine.spec import PhaseSpec, StageContext, Target
+from exoray.engine.worker_errors import user_facing
+from exoray.image.manifest import manifest_root, read_manifest
 from exoray.storage import layout
-from exoray.storage.lease import take_lease
-from exoray.storage.parts import list_parts, sweep
+from exoray.storage.lease import LeaseKeeper, take_lease
+from exoray.storage.parts import sweep
 from exoray.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -40,162 +44,153 @@ class Stage:
     num_cpus: float
     num_gpus: float = 0.0
     batch_format: str = "pyarrow"
-
-
-@dataclass
-class PhaseRun:
-    phase: str
-    store: Store
-    todo: pa.Table
-    stages: list[Stage]
-    splitter: Splitter
-    outputs: list[str]
-    run_id: str  # from begin_run(), which took the phase's lease for it
-    part_rows: int = DEFAULT_PART_ROWS
-    options: dict[str, Any] = field(default_factory=dict)
-    model_id: str | None = None
-    show_progress: bool = True
+    memory: int | None = None  # bytes, for model actors: keeps Ray's memory hints quiet
 
 
 @dataclass(frozen=True)
 class RunResult:
-    run_id: str
+    run_id: str | None
     phase: str
     todo: int
     processed: int
     errors: int
     seconds: float
-    events: list[dict[str, Any]]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    eta_seconds: float | None = None
+    estimate_only: bool = False
 
     @property
     def images_per_s(self) -> float:
         return (self.processed + self.errors) / self.seconds if self.seconds > 0 else 0.0
 
     def __str__(self) -> str:
+        if self.estimate_only:
+            eta = (f"about {self.eta_seconds / 60:.1f} min at the last run's rate"
+                   if self.eta_seconds is not None else "no earlier run to estimate the time from")
+            return f"{self.phase}: {self.todo} images to do; {eta}"
+        if self.run_id is None:
+            return f"{self.phase}: nothing to do (every image is done or has a permanent error)"
         return (f"{self.phase}: {self.processed} images done, {self.errors} errors, "
                 f"{self.seconds:.1f}s ({self.images_per_s:.1f} images/s), run {self.run_id}")
 
 
-def begin_run(store: Store, phase: str, folders: list[str]) -> str:
-    """Start a run of ``phase``: clean up after killed runs and take the phase's lease.
+def require_manifest(store: Store) -> pa.Table:
+    manifest = read_manifest(store)
+    if manifest is None:
+        raise FileNotFoundError(
+            f"no manifest in {store.location}; run `exoray manifest {store.location} --images DIR` "
+            "first")
+    return manifest
 
-    Call it before reading what is done: from then on, writers of an earlier (killed) run can
-    no longer publish, so the todo list stays true. Parts are verified as the done-set reads them
-    (``read_parts``), so the sweep only removes temporaries. Returns the new run id.
-    """
-    for folder in [*folders, layout.ERRORS]:
-        result = sweep(store, folder, verify=False)
-        if any(result.values()):
-            log.warning("%s: %s", folder, result)
+
+def compute_todo(store: Store, spec: PhaseSpec, targets: list[Target], *, retry_errors: bool,
+                 quarantine: bool = False) -> pa.Table:
+    """Present images that still miss at least one target, with a ``need_<label>`` flag each."""
+    images = present_images(require_manifest(store)).select(["image_id", "relpath", "fingerprint"])
+    failed = pa.array([], pa.string()) if retry_errors else error_keys(store, spec.name)
+    any_need = None
+    for target in targets:
+        done = done_keys(store, target.folder, quarantine=quarantine)
+        mask = pending_mask(images, pa.concat_arrays([done, failed]))
+        images = images.append_column(target.need_column, mask)
+        any_need = mask if any_need is None else pc.or_(any_need, mask)
+    return images.filter(any_need) if any_need is not None else images
+
+
+def last_rate(store: Store, phase: str) -> float | None:
+    runs = read_runs(store)
+    runs = runs.filter(pc.and_(pc.equal(runs["phase"], phase), pc.is_valid(runs["images_per_s"])))
+    return runs["images_per_s"][-1].as_py() if runs.num_rows else None
+
+
+def run_phase(spec: PhaseSpec, base: str | os.PathLike[str], *, retry_errors: bool = False,
+              part_rows: int = DEFAULT_PART_ROWS, estimate: bool = False,
+              show_progress: bool = True, **options: Any) -> RunResult:
+    """Run ``spec`` on every image not done yet; safe to kill and rerun at any instant."""
+    if isinstance(part_rows, bool) or not isinstance(part_rows, int) or part_rows < 1:
+        raise ValueError(f"part_rows must be a positive integer, got {part_rows!r}")
+    opts = spec.resolve_options(options)
+    store = Store(base)
+    require_manifest(store)
+    targets = spec.resolve(store, opts)
+    if estimate:
+        pending = compute_todo(store, spec, targets, retry_errors=retry_errors)
+        rate = last_rate(store, spec.name)
+        return RunResult(None, spec.name, pending.num_rows, 0, 0, 0.0, estimate_only=True,
+                         eta_seconds=pending.num_rows / rate if rate else None)
     run_id = new_run_id()
-    take_lease(store, phase, run_id)
-    return run_id
-
-
-def rows_of_run(store: Store, folder: str, run_id: str) -> int:
-    return sum(p.rows for p in list_parts(store, folder) if p.run_id == run_id)
-
-
-class ProgressMonitor:
-    """Counts committed rows of this run from part names (no file opens) and shows done/ETA."""
-
-    def __init__(self, store: Store, folders: list[str], run_id: str, total: int, label: str,
-                 interval: float = 2.0, enabled: bool = True) -> None:
-        self.store, self.folders, self.run_id = store, folders, run_id
-        self.total, self.label, self.interval, self.enabled = total, label, interval, enabled
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._started = time.perf_counter()
-        self._bar: Any = None
-
-    def committed(self) -> int:
-        """Images finished: the most-advanced output (each image lands once per output) + errors."""
-        done = max((rows_of_run(self.store, f, self.run_id) for f in self.folders), default=0)
-        return done + rows_of_run(self.store, layout.ERRORS, self.run_id)
-
-    def __enter__(self) -> ProgressMonitor:
-        if self.enabled and self.total:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=self.total, desc=f"{self.label} (committed)", unit="img",
-                             file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
-            self._thread = threading.Thread(target=self._loop, daemon=True)
-            self._thread.start()
-        return self
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._update()
-
-    def _update(self) -> None:
-        try:
-            done = min(self.committed(), self.total)
-        except OSError as exc:  # a transient listing failure on Drive must not kill the run
-            log.debug("progress listing failed: %s", exc)
-            return
-        if self._bar is not None:
-            self._bar.update(done - self._bar.n)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._update()
-        if self._bar is not None:
-            self._bar.close()
+    take_lease(store, spec.name, run_id)
+    with LeaseKeeper(store, spec.name, run_id):
+        # Holding the lease: temporaries in our own folders are a killed run's leftovers.
+        for folder in [*(t.folder for t in targets), layout.errors_folder(spec.name)]:
+            sweep(store, folder)
+        pending = compute_todo(store, spec, targets, retry_errors=retry_errors, quarantine=True)
+        if pending.num_rows == 0:
+            return RunResult(None, spec.name, 0, 0, 0, 0.0)
+        pending = pending.append_column("run_id", pa.array([run_id] * pending.num_rows,
+                                                           pa.string()))
+        return _execute(spec, store, run_id, pending, targets, opts, part_rows=part_rows,
+                        show_progress=show_progress,
+                        record_options={**opts, "retry_errors": retry_errors,
+                                        "part_rows": part_rows})
 
 
 def _blocks(table: pa.Table, rows_per_block: int) -> list[pa.Table]:
     return [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)]
 
 
-def execute(run: PhaseRun) -> RunResult:
-    """Run ``run.todo`` through the stages into the outputs; records the run in jobs.parquet."""
+def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets: list[Target],
+             opts: dict[str, Any], *, part_rows: int, show_progress: bool,
+             record_options: dict[str, Any]) -> RunResult:
     import ray.data
     from ray.data import ActorPoolStrategy, DataContext
 
-    store = run.store
-    job = JobRecord(run_id=run.run_id, phase=run.phase, started_at=now_utc(),
-                    todo=run.todo.num_rows, options=run.options, model_id=run.model_id)
-    record_job(store, job)
+    from exoray.engine.ray_runtime import ensure_ray
+    from exoray.engine.sink import make_part_sink
+
+    shape = ensure_ray()
+    ctx = StageContext(store=store, run_id=run_id, image_root=manifest_root(store) or "",
+                       targets=targets, options=opts, cpus=shape.cpus, gpus=shape.gpus)
+    stages: list[Stage] = spec.stages(ctx)
+    record = RunRecord(run_id=run_id, phase=spec.name, started_at=now_utc(), todo=todo.num_rows,
+                       targets=[t.folder for t in targets], options=record_options,
+                       model_id=",".join(t.model_id for t in targets if t.model_id) or None)
+    record.record_start(store)
+    folders = [t.folder for t in targets]
     started = time.perf_counter()
     status = "failed"
     try:
-        if run.todo.num_rows:
-            ctx = DataContext.get_current()
-            ctx.enable_progress_bars = False  # our bar counts committed rows, which is what matters
-            ctx.print_on_execution_start = False
-            first = run.stages[0]
-            # Up to a part's worth of rows per block (few blocks: Ray's per-block driver state
-            # is what grows with the image count), but at least 4 blocks per actor so all work.
-            per_actor = -(-run.todo.num_rows // (4 * first.pool_size))
-            rows_per_block = max(first.batch_size, min(run.part_rows, per_actor))
-            ds = ray.data.from_arrow(_blocks(run.todo, rows_per_block))
-            for stage in run.stages:
-                ds = ds.map_batches(
-                    stage.fn,
-                    fn_constructor_kwargs=stage.constructor_kwargs,
-                    batch_size=stage.batch_size,
-                    batch_format=stage.batch_format,
-                    compute=ActorPoolStrategy(min_size=1, max_size=stage.pool_size),
-                    num_cpus=stage.num_cpus,
-                    num_gpus=stage.num_gpus or None,
-                )
-            sink = make_part_sink(store.location, run.phase, run.run_id, run.splitter,
-                                  run.part_rows)
-            with ProgressMonitor(store, run.outputs, run.run_id,
-                                 run.todo.num_rows, run.phase, enabled=run.show_progress):
+        data_ctx = DataContext.get_current()
+        data_ctx.enable_progress_bars = False  # our bar counts committed rows, what matters
+        data_ctx.print_on_execution_start = False
+        first = stages[0]
+        # Up to a part's worth of rows per block (few blocks: Ray's per-block driver state
+        # is what grows with the image count), but at least 4 blocks per actor so all work.
+        per_actor = -(-todo.num_rows // (4 * first.pool_size))
+        rows_per_block = max(first.batch_size, min(part_rows, per_actor))
+        ds = ray.data.from_arrow(_blocks(todo, rows_per_block))
+        for stage in stages:
+            extra = {"memory": stage.memory} if stage.memory else {}
+            ds = ds.map_batches(
+                stage.fn, fn_constructor_kwargs=stage.constructor_kwargs,
+                batch_size=stage.batch_size, batch_format=stage.batch_format,
+                compute=ActorPoolStrategy(min_size=1, max_size=stage.pool_size),
+                num_cpus=stage.num_cpus, num_gpus=stage.num_gpus or None, **extra)
+        sink = make_part_sink(store.location, spec.name, run_id, targets, part_rows)
+        with ProgressMonitor(store, folders, layout.errors_folder(spec.name), run_id,
+                             todo.num_rows, spec.name, enabled=show_progress):
+            try:
                 ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})
+            except Exception as exc:  # noqa: BLE001 - re-raised as the one-line user error
+                raise user_facing(exc) from exc
         status = "completed"
     except KeyboardInterrupt:
         status = "interrupted"
         raise
     finally:
-        job.status = status
-        job.finished_at = now_utc()
-        job.processed = max(rows_of_run(store, f, run.run_id) for f in run.outputs)
-        job.errors = rows_of_run(store, layout.ERRORS, run.run_id)
-        job.events = read_events(store, run.run_id)
-        record_job(store, job)
-    return RunResult(run.run_id, run.phase, run.todo.num_rows, job.processed, job.errors,
-                     time.perf_counter() - started, job.events)
+        record.processed = max(rows_of_run(store, f, run_id) for f in folders)
+        record.errors = rows_of_run(store, layout.errors_folder(spec.name), run_id)
+        record.events = read_events(store, run_id)
+        record.record_end(store, status)
+    return RunResult(run_id, spec.name, todo.num_rows, record.processed, record.errors,
+                     time.perf_counter() - started, record.events)

@@ -1,4 +1,8 @@
-"""``exoray status``: what is done, read from BASE alone (works while a run is going, or after)."""
+"""``exoray status``: what is done, read from BASE alone (works while a run is going, or after).
+
+Every registered phase spec reports each of its targets on disk; counts use the same keys the
+readers deduplicate by, and errors count only images whose latest outcome is still a failure.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,15 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from exoray.engine.done import count_done, done_keys, permanent_error_keys, present_images
-from exoray.engine.errors_table import read_errors
-from exoray.engine.jobs import read_jobs
+from exoray.engine.errors_table import read_errors, without_successes
+from exoray.engine.registry import phase_specs
+from exoray.engine.runlog import read_runs
+from exoray.engine.spec import PhaseSpec, Target
 from exoray.image.manifest import manifest_root, read_manifest
-from exoray.index.store import index_coverage
-from exoray.storage import layout
 from exoray.storage.parts import list_parts
 from exoray.storage.store import Store
 
@@ -27,6 +32,7 @@ class PhaseStatus:
     done: int
     errors: int
     parts: int
+    model_id: str | None = None
     last_run: dict[str, Any] | None = None
     eta_seconds: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -49,32 +55,37 @@ class StoreStatus:
         return json.dumps(asdict(self), default=str, indent=2)
 
 
-def _last_run(jobs: Any, phase: str) -> dict[str, Any] | None:
-    if jobs.num_rows == 0:
+def _last_run(runs: pa.Table, phase: str, folder: str) -> dict[str, Any] | None:
+    """The newest run of ``phase`` that wrote ``folder`` (a clip-only run is not dino's)."""
+    if runs.num_rows == 0:
         return None
-    rows = jobs.filter(pc.equal(jobs["phase"], phase))
-    if rows.num_rows == 0:
+    rows = runs.filter(pc.equal(runs["phase"], phase)).to_pylist()
+    rows = [r for r in rows if folder in (r["targets"] or [])]
+    if not rows:
         return None
-    row = rows.slice(rows.num_rows - 1).to_pylist()[0]
+    row = rows[-1]
     return {k: row[k] for k in ("run_id", "status", "started_at", "finished_at", "seconds",
                                 "processed", "errors", "images_per_s", "model_id")}
 
 
-def phase_status(store: Store, images: Any, jobs: Any, errors: Any, phase: str, folder: str,
-                 error_phase: str | None = None, job_phase: str | None = None) -> PhaseStatus:
-    """One phase's counts from its parts (listed once) and the already-read errors table."""
-    parts = list_parts(store, folder)
-    done = count_done(images, done_keys(store, folder, parts=parts)) if parts else 0
-    n_errors = count_done(images, permanent_error_keys(errors, error_phase or phase))
-    last = _last_run(jobs, job_phase or phase)
+def target_status(store: Store, spec: PhaseSpec, target: Target, images: pa.Table,
+                  runs: pa.Table, errors: pa.Table, label: str) -> PhaseStatus:
+    """One target's counts from its parts (listed once) and the already-read errors table."""
+    parts = list_parts(store, target.folder)
+    done = done_keys(store, target.folder, parts=parts) if parts else pa.array([], pa.string())
+    n_done = count_done(images, done)
+    failing = without_successes(errors, done)
+    n_errors = count_done(images, permanent_error_keys(failing, spec.name))
+    last = _last_run(runs, spec.name, target.folder)
     rate = (last or {}).get("images_per_s")
     if last and last["status"] == "running" and last["started_at"]:
-        # Still running (or killed): its rate so far, from the parts it has committed.
+        # Still running: its rate so far, from the parts it has committed.
         rows = sum(p.rows for p in parts if p.run_id == last["run_id"])
         elapsed = (dt.datetime.now(dt.timezone.utc) - last["started_at"]).total_seconds()
         last = {**last, "processed": rows}
         rate = rows / elapsed if elapsed > 0 and rows else None
-    st = PhaseStatus(phase, folder, images.num_rows, done, n_errors, len(parts), last)
+    st = PhaseStatus(label, target.folder, images.num_rows, n_done, n_errors, len(parts),
+                     target.model_id, last)
     if rate:
         st.eta_seconds = st.remaining / rate
     return st
@@ -82,32 +93,40 @@ def phase_status(store: Store, images: Any, jobs: Any, errors: Any, phase: str, 
 
 def collect_status(base: str) -> StoreStatus:
     store = Store(base)
+    if not store.is_dir(""):
+        raise FileNotFoundError(f"BASE {store.location} does not exist; check the path (exoray "
+                                "creates a BASE with `exoray manifest BASE --images DIR`)")
     manifest = read_manifest(store)
     if manifest is None:
         return StoreStatus(store.location, None, 0, 0, 0, [])
     images = present_images(manifest)
-    jobs = read_jobs(store)
+    runs = read_runs(store)
     errors = read_errors(store)
-    phases = [phase_status(store, images, jobs, errors, "features", layout.FEATURES)]
-    for entry in sorted(_embedding_models(store)):
-        st = phase_status(store, images, jobs, errors, f"embed:{entry}",
-                          layout.embeddings_folder(entry),
-                          error_phase="embed", job_phase="embed")
-        coverage = index_coverage(store, entry)
-        st.extra["index"] = (f"{coverage['kind']} of {coverage['count']}, "
-                             f"{coverage['not_indexed']} embeddings not indexed yet"
-                             if coverage else "not built")
-        phases.append(st)
+    phases = []
+    for spec in phase_specs():
+        targets = spec.discover(store)
+        for target in targets:
+            label = spec.name if len(spec.outputs) == 1 and target.label == spec.name \
+                else f"{spec.name}:{target.label}"
+            st = target_status(store, spec, target, images, runs, errors, label)
+            if spec.name == "embed":
+                _add_index_coverage(store, st, target)
+            phases.append(st)
     return StoreStatus(store.location, manifest_root(store), manifest.num_rows, images.num_rows,
                        manifest.num_rows - images.num_rows, phases)
 
 
-def _embedding_models(store: Store) -> list[str]:
-    if not store.is_dir("embeddings"):
-        return []
-    folders = {e.relpath.split("/", 1)[0] for e in store.list_files("embeddings", recursive=True)
-               if "/" in e.relpath}
-    return sorted(folders)
+def _add_index_coverage(store: Store, st: PhaseStatus, target: Target) -> None:
+    from exoray.index.store import index_coverage
+
+    model = target.label.split(":", 1)[0]
+    coverage = index_coverage(store, model)
+    if coverage is None:
+        st.extra["index"] = "not built"
+    elif coverage.get("model_id") != target.model_id:
+        st.extra["index"] = f"built for another model ({coverage.get('model_id')})"
+    else:
+        st.extra["index"] = coverage
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -117,6 +136,17 @@ def _fmt_duration(seconds: float | None) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def _fmt_index(value: Any) -> str:
+    if not isinstance(value, dict):
+        return str(value)
+    text = f"{value['kind']} of {value['count']}"
+    if value.get("not_indexed"):
+        text += f", {value['not_indexed']} embeddings not indexed yet (run `exoray index`)"
+    if value.get("stale"):
+        text += f", {value['stale']} indexed images changed or deleted (run `exoray index`)"
+    return text
 
 
 def format_status(st: StoreStatus) -> str:
@@ -133,9 +163,10 @@ def format_status(st: StoreStatus) -> str:
         if p.last_run:
             lr = p.last_run
             rate = f"{lr['images_per_s']:.1f} img/s" if lr.get("images_per_s") else "-"
-            line += (f"; last run {lr['run_id']} {lr['status']}, started {lr['started_at']:%Y-%m-%d %H:%M}"
-                     f", took {_fmt_duration(lr['seconds'])}, {rate}")
+            line += (f"; last run {lr['run_id']} {lr['status']}, started "
+                     f"{lr['started_at']:%Y-%m-%d %H:%M}, took {_fmt_duration(lr['seconds'])}, "
+                     f"{rate}")
         for key, value in p.extra.items():
-            line += f"; {key} {value}"
+            line += f"; {key} {_fmt_index(value) if key == 'index' else value}"
         lines.append(line)
     return "\n".join(lines)

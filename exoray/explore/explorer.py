@@ -16,7 +16,6 @@ from exoray.image.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from exoray.image.manifest import manifest_root, read_manifest
 from exoray.index.embeddings import read_current_embeddings
 from exoray.index.store import load_index
-from exoray.models.record import backend_kwargs_for
 from exoray.storage import layout
 from exoray.storage.staging import staging_file
 from exoray.storage.store import Store
@@ -34,7 +33,7 @@ class Explorer:
     # -- lazily loaded state ---------------------------------------------------------------
     @cached_property
     def index(self):
-        return load_index(self.store, self.model)
+        return load_index(self.store, self.family)
 
     @cached_property
     def manifest(self) -> pa.Table:
@@ -54,9 +53,42 @@ class Explorer:
         from exoray.models import load_backend
         from pipelines.embeddings import models_cache_dir
 
-        model_id = self.index.meta["model_id"]
-        kwargs = backend_kwargs_for(self.store, self.model, model_id)
-        return load_backend(self.model, cache_dir=models_cache_dir(self.store), **kwargs)
+        record = self._index_record()
+        kwargs = {k: record.get(k) for k in ("variant", "checkpoint")}
+        return load_backend(self.family, cache_dir=models_cache_dir(self.store), **kwargs)
+
+    @property
+    def family(self) -> str:
+        return self.model.split(":", 1)[0]
+
+    def _index_record(self) -> dict[str, Any]:
+        """model.json of the embeddings the index was built from (how to rebuild the model)."""
+        from exoray.index.embeddings import MODEL_FILE
+
+        folder = self.index.meta.get("folder")
+        if not folder or not self.store.exists(folder, MODEL_FILE):
+            raise FileNotFoundError(
+                f"the {self.family} index in {self.store.location} predates model records; "
+                f"rebuild it with `exoray index {self.store.location} --model {self.model} "
+                "--rebuild`")
+        import json
+
+        return json.loads(self.store.read_bytes(folder, MODEL_FILE))
+
+    @cached_property
+    def current_ids(self) -> set[str]:
+        """Indexed images that are still present with the file version that was embedded:
+        search never returns a deleted or changed image, even from a stale index."""
+        from exoray.engine.errors_table import image_keys
+        from exoray.storage.parts import read_parts
+
+        folder = self.index.meta.get("folder")
+        images = present_images(self.manifest)
+        if not folder:
+            return set(images["image_id"].to_pylist())
+        rows = read_parts(self.store, folder, ["image_id", "fingerprint"])
+        keep = pc.is_in(image_keys(rows), value_set=image_keys(images))
+        return set(rows.filter(keep)["image_id"].to_pylist())
 
     # -- search ----------------------------------------------------------------------------
     def query_vector(self, *, text: str | None = None, image: str | None = None,
@@ -90,11 +122,17 @@ class Explorer:
         """Top-``k`` images as dicts (rank, image_id, relpath, score), best first."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        if image_id is not None:
-            hits = self.index.search_by_id(image_id, k)
-        else:
-            q = self.query_vector(text=text, image=image, vector=vector)
-            hits = self.index.search(q[None, :], k)[0]
+        q = None if image_id is not None else self.query_vector(text=text, image=image,
+                                                                   vector=vector)
+        valid, fetch = self.current_ids, k
+        while True:
+            fetch = min(fetch, len(self.index))
+            raw = (self.index.search_by_id(image_id, fetch) if q is None
+                   else self.index.search(q[None, :], fetch)[0])
+            hits = [(i, s) for i, s in raw if i in valid][:k]
+            if len(hits) >= k or fetch >= len(self.index):
+                break
+            fetch *= 4
         return [{"rank": r + 1, "image_id": i, "relpath": self.relpaths.get(i), "score": s}
                 for r, (i, s) in enumerate(hits)]
 
@@ -128,7 +166,7 @@ class Explorer:
                           "distance": pa.array(result.distance, pa.float32())})
         with staging_file(suffix=".parquet") as local:
             pq.write_table(table, local)
-            self.store.publish_file(local, layout.CLUSTERS, f"{self.model}-k{k}.parquet")
+            self.store.publish_file(local, layout.CLUSTERS, f"{self.family}-k{k}.parquet")
         return [{"cluster": c, "size": int(result.sizes[c]),
                  "medoid": ids[result.medoids[c]] if result.medoids[c] >= 0 else None,
                  "members": [ids[r] for r in result.members(c)[:12]]}

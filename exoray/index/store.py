@@ -13,8 +13,8 @@ import os
 import time
 from typing import Any
 
-from exoray.engine.jobs import new_run_id
-from exoray.index.embeddings import latest_model_id, read_current_embeddings
+from exoray.engine.runlog import new_run_id
+from exoray.index.embeddings import read_current_embeddings, resolve_embeddings
 from exoray.storage import layout
 from exoray.storage.parts import list_parts
 from exoray.storage.staging import staging_root
@@ -68,10 +68,10 @@ def build_index(store: Store, model: str, *, kind: str = "auto", rebuild: bool =
     from exoray.index import VectorIndex, index_supports_add
 
     started = time.perf_counter()
-    folder = layout.embeddings_folder(model)
-    parts = list_parts(store, folder)
-    model_id = latest_model_id(store, model, parts)
-    ids, vectors, info = read_current_embeddings(store, model, model_id=model_id, parts=parts)
+    spec, model = model, model.split(":", 1)[0]  # one index per family: its chosen model id
+    emb = resolve_embeddings(store, spec)
+    model_id = emb.model_id
+    ids, vectors, info = read_current_embeddings(store, spec)
     if not ids:
         raise FileNotFoundError(f"no current {model} embeddings to index in {store.location}")
     current = set(ids)
@@ -99,7 +99,8 @@ def build_index(store: Store, model: str, *, kind: str = "auto", rebuild: bool =
         if new:
             index.add(vectors[[row[i] for i in new]], new)
         added, mode = len(new), "extend"
-    index.meta.update(model_id=model_id, parts=info["parts"], model=model)
+    index.meta.update(model_id=model_id, parts=info["parts"], model=model, spec=emb.spec,
+                      folder=emb.folder)
     build = new_run_id()
     local = os.path.join(staging_root(), "index-build", build)
     os.makedirs(local, exist_ok=True)
@@ -110,10 +111,13 @@ def build_index(store: Store, model: str, *, kind: str = "auto", rebuild: bool =
     with open(os.path.join(local, model + ".meta.json")) as f:
         meta = json.load(f)
     meta["build"] = build
+    previous = (read_pointer(store, model) or {}).get("build")
     store.write_bytes_atomic(json.dumps(meta, indent=2).encode(), pointer_path(model))
-    for entry in store.list_files(f"{layout.INDICES}/{model}", recursive=True):
-        old_build = entry.relpath.split("/", 1)[0]
-        if old_build != build:
+    # Keep the build the old pointer named: a reader that read it a moment ago still loads it.
+    keep = {build, previous}
+    for old_build in {e.relpath.split("/", 1)[0]
+                      for e in store.list_files(f"{layout.INDICES}/{model}", recursive=True)}:
+        if old_build not in keep:
             store.delete(layout.INDICES, model, old_build)
     return {"model": model, "model_id": model_id, "kind": index.kind, "count": len(index),
             "added": added, "mode": mode, "build": build,
@@ -121,12 +125,14 @@ def build_index(store: Store, model: str, *, kind: str = "auto", rebuild: bool =
 
 
 def index_coverage(store: Store, model: str) -> dict[str, Any] | None:
-    """How many current embeddings of ``model`` the published index does not cover yet."""
+    """How far the published index of ``model`` is behind its embeddings (from names alone)."""
     pointer = read_pointer(store, model)
     if pointer is None:
         return None
     covered = set(pointer.get("parts", []))
-    parts = list_parts(store, layout.embeddings_folder(model))
+    folder = pointer.get("folder")
+    parts = list_parts(store, folder) if folder else []
     uncovered_rows = sum(p.rows for p in parts if p.name not in covered)
     return {"kind": pointer.get("kind"), "count": pointer.get("count"),
-            "not_indexed": uncovered_rows, "built_at": pointer.get("built_at")}
+            "model_id": pointer.get("model_id"), "not_indexed": uncovered_rows,
+            "built_at": pointer.get("built_at")}

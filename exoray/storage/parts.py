@@ -1,21 +1,26 @@
 """The commit protocol: the only code that writes or reads phase parts in BASE.
 
-A phase output folder holds ``part-<run_id>-<task>-<seq>-n<rows>.parquet`` files. A part is
-written on local disk, closed, re-opened to check its footer and row count, then published (copy to
-a hidden temporary name + rename; one put on object stores). Readers only ever see final names, so
-a kill at any instant leaves either the whole part or nothing. The row count in the name lets
-``exoray status`` and progress count work without opening files (slow on Drive).
+A phase output folder holds ``part-<run_id>-<digest>-n<rows>.parquet`` files. The digest is a hash
+of the part's sorted keys, so a write task that Ray retries (after a worker died between two
+publishes) republishes the *same* name instead of a second copy. A part is written on local disk,
+closed, re-opened to check its footer and row count, then published (copy to a hidden temporary
+name + rename; one put on object stores). Readers only ever see final names, and deduplicate by the
+phase key (newest run wins), so a duplicate from a race the lease did not fence never reaches a
+user. The row count in the name lets ``exoray status`` count work without opening files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from exoray.storage.staging import staging_file
@@ -23,14 +28,25 @@ from exoray.storage.store import Store
 
 log = logging.getLogger(__name__)
 
-PART_RE = re.compile(r"^part-(?P<run>[0-9A-Za-z_]+)-(?P<task>\d+)-(?P<seq>[0-9a-f]+)-n(?P<rows>\d+)\.parquet$")
+# New names: part-<run>-<16 hex digest>-n<rows>; legacy names also carry a 5-digit task number.
+PART_RE = re.compile(
+    r"^part-(?P<run>[0-9A-Za-z_]+)-(?:(?P<task>\d{5})-)?(?P<seq>[0-9a-f]+)-n(?P<rows>\d+)\.parquet$")
 TMP_PREFIX = ".tmp-"
 QUARANTINE = "quarantine"
 READ_THREADS = 16  # parallel part reads: Drive/S3 latency, not CPU, bounds these
+DIGEST_CHARS = 16
 
 
 class PartError(RuntimeError):
     """A part failed verification before publication (nothing was published)."""
+
+
+class SchemaError(ValueError):
+    """Rows handed to :func:`write_part` do not match the output's declared schema."""
+
+
+class PartReadError(OSError):
+    """A part could not be read for a reason that may pass (I/O, network): nothing is quarantined."""
 
 
 @dataclass(frozen=True)
@@ -39,21 +55,65 @@ class PartInfo:
 
     name: str
     run_id: str
-    task: int
+    digest: str
     rows: int
     size: int
 
 
-def part_name(run_id: str, task: int, seq: str, rows: int) -> str:
-    return f"part-{run_id}-{task:05d}-{seq}-n{rows}.parquet"
+def part_name(run_id: str, digest: str, rows: int) -> str:
+    return f"part-{run_id}-{digest}-n{rows}.parquet"
 
 
-def parse_part_name(name: str) -> tuple[str, int, int] | None:
-    """(run_id, task, rows) for a final part name, None for anything else."""
+def parse_part_name(name: str) -> tuple[str, str, int] | None:
+    """(run_id, digest, rows) for a final part name, None for anything else."""
     m = PART_RE.match(name)
     if not m:
         return None
-    return m["run"], int(m["task"]), int(m["rows"])
+    return m["run"], m["seq"], int(m["rows"])
+
+
+def key_strings(table: pa.Table, key: Sequence[str]) -> pa.ChunkedArray | pa.Array:
+    """One string per row joining the ``key`` columns with ``|`` (the unit of exactly-once)."""
+    if len(key) == 1:
+        return pc.cast(table[key[0]], pa.string())
+    return pc.binary_join_element_wise(*[pc.cast(table[k], pa.string()) for k in key], "|")
+
+
+def content_digest(table: pa.Table, key: Sequence[str]) -> str:
+    """Hash of the sorted keys of ``table``: the same rows give the same part name on a retry."""
+    keys = key_strings(table, key)
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    ordered = pc.take(keys, pc.sort_indices(keys)).to_pylist()
+    h = hashlib.blake2b(digest_size=DIGEST_CHARS // 2)
+    for k in ordered:
+        h.update(str(k).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _same_list_kind(have: pa.DataType, want: pa.DataType) -> bool:
+    """A fixed-size list satisfies a list of the same value type (vector dims differ by model)."""
+    return (pa.types.is_fixed_size_list(have) and pa.types.is_list(want)
+            and have.value_type == want.value_type)
+
+
+def conform(table: pa.Table, schema: pa.Schema, *, where: str) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns, in order, cast to its types."""
+    missing = [n for n in schema.names if n not in table.column_names]
+    if missing:
+        raise SchemaError(f"rows for {where} miss columns {missing} (have {table.column_names}); "
+                          "the phase's stage and its output schema disagree")
+    columns = []
+    for field in schema:
+        col = table[field.name]
+        if col.type != field.type and not _same_list_kind(col.type, field.type):
+            try:
+                col = col.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaError(f"column {field.name!r} for {where} has type {col.type}, "
+                                  f"expected {field.type}: {exc}") from exc
+        columns.append(col)
+    return pa.table(columns, names=schema.names)
 
 
 def write_part(
@@ -62,21 +122,24 @@ def write_part(
     table: pa.Table,
     *,
     run_id: str,
-    task: int,
-    seq: str,
+    key: Sequence[str],
+    schema: pa.Schema | None = None,
     staging_dir: str | None = None,
     compression: str = "zstd",
     before_publish: Callable[[], None] | None = None,
 ) -> PartInfo:
-    """Stage ``table`` locally, verify it, publish it into ``folder``; returns the part.
+    """Stage ``table`` locally, verify it, publish it into ``folder`` under a content name.
 
     Raises :class:`PartError` if the staged file does not read back with the same row count;
     then nothing reaches BASE. ``before_publish`` runs last, right before the publish, and may
-    raise to withhold the part (see :mod:`exoray.storage.lease`).
+    raise to withhold the part (see :mod:`exoray.storage.lease`). Publishing a name that is
+    already there (a retried task) is skipped: the content is the same rows.
     """
     if table.num_rows == 0:
         raise ValueError(f"refusing to publish an empty part into {folder!r}")
-    name = part_name(run_id, task, seq, table.num_rows)
+    if schema is not None:
+        table = conform(table, schema, where=folder)
+    name = part_name(run_id, content_digest(table, key), table.num_rows)
     with staging_file(suffix=".parquet", staging_dir=staging_dir) as local:
         pq.write_table(table, local, compression=compression)
         meta = pq.ParquetFile(local).metadata
@@ -87,55 +150,37 @@ def write_part(
             )
         if before_publish is not None:
             before_publish()
-        store.publish_file(local, folder, name)
-    return PartInfo(name, run_id, task, table.num_rows, store.size(folder, name))
+        if not store.exists(folder, name):
+            store.publish_file(local, folder, name)
+    return PartInfo(name, run_id, name.split("-")[-2], table.num_rows, store.size(folder, name))
 
 
 def list_parts(store: Store, folder: str) -> list[PartInfo]:
-    """Published parts of ``folder`` in name order (temporary files are never listed)."""
+    """Published parts of ``folder`` in name order, so oldest run first (temporaries never)."""
     parts = []
     for entry in store.list_files(folder, suffix=".parquet"):
         parsed = parse_part_name(entry.relpath)
         if parsed is not None:
-            run_id, task, rows = parsed
-            parts.append(PartInfo(entry.relpath, run_id, task, rows, entry.size))
+            run_id, digest, rows = parsed
+            parts.append(PartInfo(entry.relpath, run_id, digest, rows, entry.size))
     return parts
 
 
-def sweep(store: Store, folder: str, *, verify: bool = True) -> dict[str, int]:
-    """Start-of-run clean-up: delete temporary leftovers, quarantine unreadable parts.
+def temporaries(store: Store, folder: str) -> list[str]:
+    """Leftover hidden temporaries of interrupted publishes in ``folder``."""
+    return [e.relpath for e in store.list_files(folder) if e.relpath.startswith(TMP_PREFIX)]
 
-    A quarantined part's images are simply not done, so the run does them again. ``verify=False``
-    skips the footer check when the caller reads every part next anyway (``read_parts`` checks
-    the same), halving start-up I/O on Drive.
+
+def sweep(store: Store, folder: str) -> int:
+    """Start-of-run clean-up of one folder the sweeping phase owns: delete its temporaries.
+
+    Call it only while holding the phase's lease, and only on that phase's own folders: a
+    temporary there belongs to a killed run of the same phase. Returns how many were removed.
     """
-    removed = 0
-    for entry in store.list_files(folder):
-        name = entry.relpath
-        if name.startswith(TMP_PREFIX) or (name.endswith(".parquet") and name.startswith("part-")
-                                             and parse_part_name(name) is None):
-            store.delete(folder, name)
-            removed += 1
-    quarantined = 0
-    if not verify:
-        return {"removed_temporary": removed, "quarantined": 0}
-    parts = list_parts(store, folder)
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        rows = list(pool.map(lambda p: _footer_rows(store, folder, p.name), parts))
-    for part, got in zip(parts, rows, strict=True):
-        if got != part.rows:
-            quarantine_part(store, folder, part.name, reason=f"footer rows {got} != name {part.rows}")
-            quarantined += 1
-    return {"removed_temporary": removed, "quarantined": quarantined}
-
-
-def _footer_rows(store: Store, folder: str, name: str) -> int | None:
-    try:
-        with store.open_input_file(folder, name) as f:
-            return pq.ParquetFile(f).metadata.num_rows
-    except (OSError, pa.ArrowException) as exc:
-        log.warning("part %s/%s is unreadable: %s", folder, name, exc)
-        return None
+    names = temporaries(store, folder)
+    for name in names:
+        store.delete(folder, name)
+    return len(names)
 
 
 def quarantine_part(store: Store, folder: str, name: str, *, reason: str) -> None:
@@ -143,40 +188,92 @@ def quarantine_part(store: Store, folder: str, name: str, *, reason: str) -> Non
     store.move((folder, name), (QUARANTINE, folder, name))
 
 
+def deduplicate(table: pa.Table, key: Sequence[str]) -> pa.Table:
+    """One row per key, the last one in ``table`` (parts are read oldest run first)."""
+    if table.num_rows < 2:
+        return table
+    keys = table.select(list(key)).append_column(
+        "__row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    last = keys.group_by(list(key), use_threads=False).aggregate([("__row", "max")])["__row_max"]
+    if len(last) == table.num_rows:
+        return table
+    return table.take(pc.take(last, pc.sort_indices(last)))  # kept rows, in read order
+
+
+def _read_one(store: Store, folder: str, part: PartInfo, columns: list[str] | None
+              ) -> pa.Table | str:
+    """The part's rows, or a reason string if the part is really corrupt.
+
+    I/O failures (Drive hiccups, network) raise :class:`PartReadError`: a part is never
+    quarantined because a read failed once.
+    """
+    try:
+        with store.open_input_file(folder, part.name) as f:
+            table = pq.read_table(f, columns=columns)
+    except FileNotFoundError as exc:
+        raise PartReadError(f"part {folder}/{part.name} vanished while reading ({exc}); is "
+                            "another process compacting this BASE? rerun the command") from exc
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # bad footer / bytes
+        return f"unreadable: {exc}"
+    except OSError as exc:
+        raise PartReadError(f"could not read {folder}/{part.name} ({exc}); the storage may be "
+                            "slow or offline: rerun the command") from exc
+    if table.num_rows != part.rows:
+        return f"{table.num_rows} rows, name says {part.rows}"
+    return table
+
+
 def read_parts(
     store: Store,
     folder: str,
     columns: Sequence[str] | None = None,
     *,
+    key: Sequence[str] | None = None,
     parts: Sequence[PartInfo] | None = None,
     schema: pa.Schema | None = None,
+    quarantine: bool = False,
 ) -> pa.Table:
-    """All published parts of ``folder`` as one table (only ``columns`` read), threads in parallel.
+    """Published parts of ``folder`` as one table (only ``columns``), one row per ``key``.
 
-    A part that became unreadable after the sweep is quarantined and skipped, never fatal.
+    A really corrupt part is skipped with a warning, and moved to ``quarantine/`` only when
+    ``quarantine`` is set (a run's start, holding the lease); a transient read error raises
+    :class:`PartReadError` and never quarantines anything.
     """
     parts = list_parts(store, folder) if parts is None else list(parts)
+    wanted = list(columns) if columns is not None else None
+    read_cols = wanted
+    if wanted is not None and key is not None:
+        read_cols = list(dict.fromkeys([*wanted, *key]))
     if not parts:
-        if schema is not None:
-            return schema.empty_table() if columns is None else pa.schema(
-                [schema.field(c) for c in columns]).empty_table()
-        return pa.table({c: pa.array([], pa.string()) for c in (columns or [])})
+        return _empty(schema, wanted)
 
     def read(part: PartInfo) -> pa.Table | None:
-        try:
-            with store.open_input_file(folder, part.name) as f:
-                table = pq.read_table(f, columns=list(columns) if columns else None)
-        except (OSError, pa.ArrowException) as exc:
-            quarantine_part(store, folder, part.name, reason=str(exc))
+        got = _read_one(store, folder, part, read_cols)
+        if isinstance(got, str):
+            if quarantine:
+                quarantine_part(store, folder, part.name, reason=got)
+            else:
+                log.warning("skipping part %s/%s (%s); `exoray doctor --fix` quarantines it",
+                            folder, part.name, got)
             return None
-        if table.num_rows != part.rows:
-            quarantine_part(store, folder, part.name,
-                            reason=f"{table.num_rows} rows, name says {part.rows}")
-            return None
-        return table
+        return got
 
     with ThreadPoolExecutor(READ_THREADS) as pool:
         tables = [t for t in pool.map(read, parts) if t is not None]
     if not tables:
-        return read_parts(store, folder, columns, parts=[], schema=schema)
-    return pa.concat_tables(tables, promote_options="permissive")
+        return _empty(schema, wanted)
+    table = pa.concat_tables(tables, promote_options="permissive")
+    if key is not None:
+        table = deduplicate(table, key)
+        if wanted is not None:
+            table = table.select(wanted)
+    return table
+
+
+def _empty(schema: pa.Schema | None, columns: list[str] | None) -> pa.Table:
+    if schema is not None:
+        if columns is None:
+            return schema.empty_table()
+        return pa.schema([schema.field(c) if c in schema.names else pa.field(c, pa.string())
+                          for c in columns]).empty_table()
+    return pa.table({c: pa.array([], pa.string()) for c in (columns or [])})

@@ -14,15 +14,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from exoray.engine.errors_table import error_rows
+from exoray.engine.schemas import NO_ERROR
+from exoray.engine.spec import Target
 from exoray.engine.stages.reading import ItemError, PrefetchingReader
 from exoray.image.decode import DEFAULT_MAX_PIXELS, decode_image, read_image_size
-from exoray.storage import layout
 from exoray.storage.store import Store
-
-PHASE = "embed"
 
 
 def square_crop(data: bytes, side: int, *, name: str, max_pixels: int) -> np.ndarray:
@@ -57,8 +54,7 @@ class DecodeWorker:
         results = self.reader.map(list(batch["relpath"]), self._crop)
         n = len(results)
         images = np.zeros((n, self.side, self.side, 3), np.uint8)
-        # "" means no error: None in object columns turns into NaN/"nan" between Ray stages.
-        errors = np.full(n, "", dtype=object)
+        errors = np.full(n, NO_ERROR, dtype=object)
         messages = np.full(n, "", dtype=object)
         for i, res in enumerate(results):
             if isinstance(res, ItemError):
@@ -143,30 +139,16 @@ def vector_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
 
 
-class EmbeddingSplitter:
-    """Sink splitter: per-model rows → embeddings/<model>, decode failures → errors table."""
-
-    def __init__(self, models: list[str]) -> None:
-        self.models = models
-
-    def __call__(self, table: pa.Table) -> tuple[dict[str, pa.Table], pa.Table | None]:
-        failed = pc.fill_null(pc.not_equal(table["error"].cast(pa.string()), ""), False)
-        ok = table.filter(pc.invert(failed))
-        outputs = {}
-        for m in self.models:
-            rows = ok.filter(pc.cast(ok[f"need_{m}"], pa.bool_()))
-            if rows.num_rows == 0:
-                continue
-            vectors = _column_numpy(rows, f"{m}_vector")
-            outputs[layout.embeddings_folder(m)] = pa.table({
-                "image_id": rows["image_id"],
-                "fingerprint": rows["fingerprint"],
-                "model_id": rows[f"{m}_model_id"],
-                "weights_hash": rows[f"{m}_weights_hash"],
-                "dim": pa.array([vectors.shape[1]] * rows.num_rows, pa.int32()),
-                "vector": vector_array(vectors),
-                "run_id": rows["run_id"],
-            })
-        bad = table.filter(failed)
-        errors = error_rows(bad, PHASE) if bad.num_rows else None
-        return outputs, errors
+def embedding_rows(rows: pa.Table, target: Target) -> pa.Table:
+    """Sink conversion for one model's target: ``<model>_vector`` etc. → the embeddings schema."""
+    m = target.label
+    vectors = _column_numpy(rows, f"{m}_vector")
+    return pa.table({
+        "image_id": rows["image_id"],
+        "fingerprint": rows["fingerprint"],
+        "model_id": rows[f"{m}_model_id"],
+        "weights_hash": rows[f"{m}_weights_hash"],
+        "dim": pa.array([vectors.shape[1]] * rows.num_rows, pa.int32()),
+        "vector": vector_array(vectors),
+        "run_id": rows["run_id"],
+    })

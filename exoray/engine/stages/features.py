@@ -5,19 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from exoray import __version__
-from exoray.engine.errors_table import error_rows
+from exoray.engine.schemas import FEATURES_SCHEMA, NO_ERROR
 from exoray.engine.stages.reading import ItemError, PrefetchingReader
-from exoray.image.cheap_features import FEATURE_COLUMNS, compute_features
+from exoray.image.cheap_features import compute_features
 from exoray.image.decode import DEFAULT_MAX_PIXELS
 from exoray.storage.store import Store
 
-PHASE = "features"
-ID_COLUMNS = [("image_id", pa.string()), ("relpath", pa.string()), ("fingerprint", pa.string())]
-LINEAGE_COLUMNS = [("run_id", pa.string()), ("exoray_version", pa.string())]
-FEATURES_SCHEMA = pa.schema(ID_COLUMNS + list(FEATURE_COLUMNS) + LINEAGE_COLUMNS)
 STAGE_SCHEMA = pa.schema(list(FEATURES_SCHEMA) + [("error", pa.string()), ("message", pa.string())])
 
 
@@ -40,21 +35,11 @@ class FeatureWorker:
         for iid, rel, fp, res in zip(batch["image_id"].to_pylist(), relpaths,
                                      batch["fingerprint"].to_pylist(), results, strict=True):
             row: dict[str, Any] = {"image_id": iid, "relpath": rel, "fingerprint": fp,
-                                   "run_id": self.run_id, "exoray_version": __version__}
+                                   "run_id": self.run_id, "exoray_version": __version__,
+                                   "error": NO_ERROR, "message": ""}
             if isinstance(res, ItemError):
                 row["error"], row["message"] = res.error, res.message
             else:
                 row.update(res)
             rows.append(row)
         return pa.Table.from_pylist(rows, schema=STAGE_SCHEMA)
-
-
-def split_feature_rows(table: pa.Table) -> tuple[dict[str, pa.Table], pa.Table | None]:
-    """Sink splitter: successful rows → features/global, failed rows → the errors table."""
-    from exoray.storage import layout
-
-    failed = pc.is_valid(table["error"])
-    ok = table.filter(pc.invert(failed)).select(FEATURES_SCHEMA.names).cast(FEATURES_SCHEMA)
-    bad = table.filter(failed)
-    errors = error_rows(bad, PHASE) if bad.num_rows else None
-    return {layout.FEATURES: ok}, errors

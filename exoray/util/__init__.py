@@ -1,0 +1,1 @@
+"""Small helpers shared by the CLI and the phase specs."""

@@ -1,0 +1,102 @@
+"""Exactly once on disk when real processes die at the worst moments of the commit protocol.
+
+Each test kills or races real processes (a Ray write worker between two publishes, the whole run
+between two publishes, two runs started together) and ends by checking every manifest image is
+exactly once per output, or once in the errors table, on disk and through the readers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exoray.engine.doctor import check_base
+from exoray.engine.errors_table import read_errors
+from exoray.engine.runlog import read_runs
+from exoray.image.manifest import read_manifest
+from exoray.storage import layout
+from exoray.storage.parts import read_parts
+from exoray.storage.store import Store
+from pipelines import manifest
+
+pytestmark = pytest.mark.slow
+ARGS = ["--part-rows", "30", "--batch-size", "4"]
+
+
+def start(*args: str, failpoint: str | None = None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if failpoint:
+        env["EXORAY_FAILPOINTS"] = failpoint
+    return subprocess.Popen([sys.executable, "-m", "exoray.cli", *args], env=env,
+                            start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=600)
+    return proc.returncode, out, err
+
+
+def assert_exactly_once(base: Path) -> None:
+    """Raw parts on disk (no read-side deduplication) hold each image once: output or error."""
+    store = Store(str(base))
+    ids = sorted(read_manifest(store)["image_id"].to_pylist())
+    done = read_parts(store, layout.FEATURES)["image_id"].to_pylist()
+    failed = read_parts(store, layout.errors_folder("features"))["image_id"].to_pylist()
+    assert len(done) == len(set(done)), "an image was published twice"
+    assert len(failed) == len(set(failed)), "an error was published twice"
+    assert sorted(done + failed) == ids
+    assert sorted(read_errors(store, "features")["image_id"].to_pylist()) == sorted(failed)
+    assert check_base(str(base))["healthy"]
+
+
+@pytest.fixture
+def base(synth_set, tmp_path):
+    root, _ = synth_set
+    manifest.run(tmp_path / "base", images=root)
+    return tmp_path / "base"
+
+
+def test_a_write_worker_killed_between_publishes_is_retried_by_ray(base, tmp_path):
+    marker = tmp_path / "fired"
+    code, out, err = finish(start("features", str(base), *ARGS, "-q",
+                                  failpoint=f"between_publishes=exit:{marker}"))
+    assert marker.exists(), "the write worker was never killed"
+    assert code == 0, err[-3000:]
+    assert_exactly_once(base)
+
+
+def test_a_run_killed_during_publish_then_rerun(base, tmp_path):
+    marker = tmp_path / "fired"
+    proc = start("features", str(base), *ARGS, "-q", failpoint=f"between_publishes=killpg:{marker}")
+    code, _, _ = finish(proc)
+    assert marker.exists() and code != 0  # the driver died with its workers mid-publish
+    runs = read_runs(Store(str(base)))
+    assert runs["status"].to_pylist() == ["interrupted"]
+    code, out, err = finish(start("features", str(base), *ARGS, "-q"))
+    assert code == 0, err[-3000:]
+    assert_exactly_once(base)
+
+
+def test_two_runs_started_at_once(base):
+    procs = [start("features", str(base), *ARGS, "-q") for _ in range(2)]
+    results = [finish(p) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes[0] == 0, results
+    if codes[1] != 0:  # the second was refused (or fenced out): one line, no traceback
+        (_, _, err), = [r for r in results if r[0] != 0]
+        assert codes[1] == 2 and "Traceback" not in err, err[-3000:]
+        assert "already running" in err or "took over" in err, err
+    assert_exactly_once(base)
+
+
+def test_ray_stays_quiet_by_default(base):
+    code, out, err = finish(start("features", str(base), *ARGS, "-q"))
+    assert code == 0, err[-3000:]
+    noise = [line for line in err.splitlines() if line.strip()]
+    assert noise == [], "\n".join(noise[:20])
+    assert "features:" in out and "images done" in out
