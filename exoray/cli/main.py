@@ -194,7 +194,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.handler(args)
+        if args.verbose:
+            return args.handler(args)
+        from exoray.cli.quiet import RayStderrFilter
+
+        with RayStderrFilter():
+            return args.handler(args)
     except KeyboardInterrupt:
         print(f"exoray {args.command}: interrupted; rerun the same command to continue",
               file=sys.stderr)

@@ -2,7 +2,8 @@
 
 ``EXORAY_FAILPOINTS="between_publishes=exit:/tmp/marker"`` makes the first process that reaches
 ``hit("between_publishes")`` create the marker file and die at once (``os._exit``: a worker crash
-Ray retries); ``killpg:`` kills the whole process group (the driver with its workers). The marker
+Ray retries); ``killpg:`` first kills the process group ``EXORAY_FAILPOINT_PGID`` (the driver's
+session, set by the test), so the whole run dies mid-publish. The marker
 makes each failpoint fire once per test. Unset in normal use: then ``hit`` is a dictionary lookup.
 """
 
@@ -33,5 +34,5 @@ def hit(name: str) -> None:
         return  # fired already: the retry (or the rerun) goes through
     os.close(fd)
     if how == "killpg":
-        os.killpg(os.getpgid(0), signal.SIGKILL)
+        os.killpg(int(os.environ.get("EXORAY_FAILPOINT_PGID", os.getpgid(0))), signal.SIGKILL)
     os._exit(1)

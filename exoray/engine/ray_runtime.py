@@ -22,10 +22,6 @@ def ensure_ray() -> ClusterShape:
     cores; actor shares are sized by :func:`actor_pool_plan` so the write tasks always fit.
     """
     verbose = bool(os.environ.get("EXORAY_VERBOSE"))
-    if not verbose:
-        # Ray's own notices (experimental flags, object-store arguments, progress-bar hints)
-        # are not the user's business; `-v` shows them.
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     import ray
 
     if not verbose:
