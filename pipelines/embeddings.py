@@ -56,7 +56,7 @@ def parse_checkpoints(items: Mapping[str, str] | Sequence[str] | None) -> dict[s
 
 def resolve(store: Store, opts: dict[str, Any]) -> list[Target]:
     """Validate the model specs in the driver (clear errors before any actor starts)."""
-    from exoray.models import describe_backend
+    from exoray.models import describe_backend, prefetch_backend
 
     models = opts["models"]
     models = [models] if isinstance(models, str) else list(models)
@@ -82,6 +82,11 @@ def resolve(store: Store, opts: dict[str, Any]) -> list[Target]:
                   "cache_dir": models_cache_dir(store), "device": opts["device"],
                   "batch_size": opts["batch_size"]}
         info = describe_backend(name, **kwargs, gpu_share=float(share) if share else None)
+        try:
+            prefetch_backend(name, **kwargs)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{exc}; from the command line: --checkpoint {name}=PATH "
+                                    "(a local file or folder)") from exc
         folder = remember_model(store, name, info["model_id"], kwargs, info.get("dim"))
         targets.append(Target(name, folder, EMBEDDINGS, prefix=f"{name}_",
                               model_id=info["model_id"], convert=embedding_rows,

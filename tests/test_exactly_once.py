@@ -102,3 +102,15 @@ def test_ray_stays_quiet_by_default(base):
     noise = [line for line in err.splitlines() if line.strip()]
     assert noise == [], "\n".join(noise[:20])
     assert "features:" in out and "images done" in out
+
+
+def test_runs_do_not_depend_on_the_working_directory(synth_set, tmp_path):
+    """A BASE named like the package, in the current directory, must not shadow it in workers."""
+    root, _ = synth_set
+    manifest.run(tmp_path / "exoray", images=root)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    script = str(Path(sys.executable).with_name("exoray"))  # the console script users run
+    proc = subprocess.run([script, "features", "exoray", "-q", *ARGS],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "images done" in proc.stdout

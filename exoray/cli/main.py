@@ -193,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["EXORAY_VERBOSE"] = "1"
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # the hub's retry warnings end in our one-line error anyway
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     try:
         if args.verbose:
             return args.handler(args)

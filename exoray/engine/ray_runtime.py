@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -33,17 +35,28 @@ def ensure_ray() -> ClusterShape:
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=verbose)
         else:
             # address="local": never join a stale cluster a dead `ray start --head` left behind.
-            ray.init(
-                address="local",
-                num_cpus=os.cpu_count() or 2,
-                include_dashboard=False,
-                ignore_reinit_error=True,
-                configure_logging=False,
-                log_to_driver=verbose,
-            )
+            with neutral_cwd():
+                ray.init(address="local", num_cpus=os.cpu_count() or 2,
+                         include_dashboard=False, ignore_reinit_error=True,
+                         configure_logging=False, log_to_driver=verbose)
             _wait_for_resources(ray)
     res = ray.cluster_resources()
     return ClusterShape(cpus=float(res.get("CPU", 1.0)), gpus=float(res.get("GPU", 0.0)))
+
+
+@contextlib.contextmanager
+def neutral_cwd() -> Iterator[None]:
+    """Start Ray from a folder of our own: Ray puts the driver's working directory on every
+    worker's import path, and a folder there named like a package (a BASE called ``exoray``)
+    would shadow the real one in the workers."""
+    from exoray.storage.staging import staging_root
+
+    before = os.getcwd()
+    os.chdir(staging_root())
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def quiet_ray_loggers() -> None:

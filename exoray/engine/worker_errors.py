@@ -16,11 +16,15 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _is_ray_wrapper(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".", 1)[0] == "ray"
+
+
 def root_cause(exc: BaseException) -> BaseException:
-    """The innermost exception that is not one of Ray's wrappers."""
+    """The first exception under Ray's wrappers (our own ``raise ... from`` chains are kept)."""
     seen: set[int] = set()
     current = exc
-    while id(current) not in seen:
+    while _is_ray_wrapper(current) and id(current) not in seen:
         seen.add(id(current))
         inner = getattr(current, "cause", None)
         if not isinstance(inner, BaseException):
@@ -31,11 +35,21 @@ def root_cause(exc: BaseException) -> BaseException:
     return current
 
 
+class WorkerFailure(RuntimeError):
+    """An unexpected failure inside a Ray worker, already summarised in one line."""
+
+
 def user_facing(exc: BaseException) -> BaseException:
-    """The root cause if users can act on its message, else a one-line RuntimeError."""
+    """The root cause if users can act on its message (or ``exc`` itself when Ray did not wrap
+    it), else a one-line :class:`WorkerFailure`."""
     cause = root_cause(exc)
-    if isinstance(cause, USER_ERRORS):
+    if isinstance(cause, (*USER_ERRORS, WorkerFailure)) or not _is_ray_wrapper(exc):
         return cause
-    first_line = (str(cause).strip().splitlines() or [""])[0][:300]
-    return RuntimeError(f"a Ray worker failed: {type(cause).__name__}: {first_line}; rerun with "
-                        "-v for the full traceback, and report it if it persists")
+    text = str(cause).strip()
+    if text:
+        summary = f"{type(cause).__name__}: {text.splitlines()[0][:300]}"
+    else:  # a wrapper without a message: the last line of the remote traceback says what failed
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        summary = lines[-1][:300] if lines else type(cause).__name__
+    return WorkerFailure(f"a Ray worker failed: {summary}; rerun with -v for the full "
+                         "traceback, and report it if it persists")

@@ -28,6 +28,7 @@ __all__ = [
     "get_backend_class",
     "load_backend",
     "parse_spec",
+    "prefetch_backend",
     "register_backend",
 ]
 
@@ -49,6 +50,12 @@ def describe_backend(spec: str, **kwargs: Any) -> dict[str, Any]:
     share... of the backend `load_backend(spec, **kwargs)` would build, without building it."""
     name, kwargs = _split(spec, kwargs)
     return get_backend_class(name).describe(**kwargs)
+
+
+def prefetch_backend(spec: str, **kwargs: Any) -> None:
+    """`ModelBackend.prefetch` for 'name[:variant]': weights into the cache, no model built."""
+    name, kwargs = _split(spec, kwargs)
+    get_backend_class(name).prefetch(**kwargs)
 
 
 def load_backend(spec: str, **kwargs: Any) -> ModelBackend:

@@ -171,6 +171,31 @@ class ModelBackend:
         check_gpu_share(cls.default_gpu_share)
 
     @classmethod
+    def prefetch(
+        cls,
+        variant: str | None = None,
+        *,
+        checkpoint: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        **_run_options: Any,
+    ) -> None:
+        """Fetch the weights into ``cache_dir`` once, in the driver, before any worker starts.
+
+        Workers then only copy from the cache (no concurrent downloads), and weights that cannot
+        be fetched (offline, a typo in a hub id) fail at once with one line instead of after
+        Ray has restarted every model actor a few times. Same arguments as the constructor.
+        """
+        name = cls._check_variant(variant)
+        ckpt = os.fspath(checkpoint) if checkpoint is not None else None
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        cls._prefetch(name, ckpt, cache)
+
+    @classmethod
+    def _prefetch(cls, variant: str, checkpoint: str | None, cache_dir: Path) -> None:
+        """Download what ``_load`` will need (no-op for backends without downloads)."""
+        return None
+
+    @classmethod
     def describe(
         cls,
         variant: str | None = None,

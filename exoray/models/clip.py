@@ -163,6 +163,19 @@ class ClipBackend(EmbeddingBackend):
         )
 
     @classmethod
+    def _prefetch(cls, variant: str, checkpoint: str | None, cache_dir: Path) -> None:
+        settings = cls._settings(variant)
+        if checkpoint is not None:
+            cls._resolve(checkpoint, cache_dir)
+            return
+        if settings.get("tiny") or settings["pretrained"] is None:
+            return
+        fetcher = cls.__new__(cls)  # only the download helpers, no model
+        fetcher._oc = import_or_raise("open_clip", extra="clip", backend="clip")
+        fetcher.cache_dir = cache_dir
+        fetcher._download_tag(settings["arch"], settings["pretrained"])
+
+    @classmethod
     def _describe(cls, variant: str, checkpoint: str | None, cache_dir: Path) -> dict[str, Any]:
         settings = cls._settings(variant)
         if checkpoint is not None:

@@ -95,6 +95,14 @@ class DinoBackend(EmbeddingBackend):
             source, cache_dir=cache_dir, hub_files=HUB_FILES, hub_optional=HUB_OPTIONAL
         )
 
+    @classmethod
+    def _prefetch(cls, variant: str, checkpoint: str | None, cache_dir: Path) -> None:
+        settings = cls.variants.get(variant, {})
+        if checkpoint is not None:
+            cls._resolve(checkpoint, cache_dir)
+        elif not settings.get("tiny"):
+            cls._resolve(settings["repo"], cache_dir)
+
     def _load(self) -> None:
         self._tf = self._require("transformers")
         settings = self.variant_settings

@@ -211,22 +211,37 @@ def _fetch_hub_file(repo_id: str, name: str, dest: Path) -> bool:
     """Download one file into `dest`; False when the repo has no such file."""
     try:
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            LocalEntryNotFoundError,
+            OfflineModeIsEnabled,
+        )
     except ImportError as exc:
         raise ImportError(
             f"downloading {repo_id!r} needs huggingface_hub: pip install huggingface_hub ({exc})"
         ) from exc
     try:
         hf_hub_download(repo_id, name, local_dir=dest)
-    except LocalEntryNotFoundError as exc:
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError,
+            *_network_errors()) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise FileNotFoundError(
             f"cannot download {name!r} from hub repo {repo_id!r}: offline (HF_HUB_OFFLINE?) or no "
             f"network, and it is not yet in {str(dest)!r}; connect once, or pass checkpoint= a "
-            f"local copy ({exc})"
+            f"local copy ({reason})"
         ) from exc
     except EntryNotFoundError:
         return False
     return True
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's transport errors (no DNS, refused, timeout): the hub is unreachable."""
+    try:
+        import httpx
+    except ImportError:
+        return ()
+    return (httpx.TransportError,)
 
 
 def _file_sha256(path: Path) -> str:

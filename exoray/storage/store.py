@@ -55,6 +55,8 @@ class Store:
             self.fs = pafs.LocalFileSystem()
             self.root = str(Path(location).expanduser().resolve())
             self.local = True
+            # Absolute, so a Ray worker with another working directory finds the same folder.
+            self.location = self.root
         # Object stores make a single put atomic; a rename there is copy+delete, so skip it.
         self.atomic_put = not self.local and self.fs.type_name not in ("local",)
 
