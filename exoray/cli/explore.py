@@ -4,31 +4,67 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from exoray.util.cli_types import positive_int_arg
 
 
+def _store(base: str):
+    """BASE as a Store; a mistyped BASE is an error here, never an empty result or a hint to
+    run a phase into the wrong folder."""
+    from exoray.storage.store import Store
+
+    store = Store(base)
+    if not store.is_dir(""):
+        raise FileNotFoundError(f"BASE {base} does not exist; check the path")
+    return store
+
+
+def _note(text: str, as_json: bool) -> None:
+    """A line about the outputs: on stdout, or on stderr when stdout carries JSON."""
+    print(text, file=sys.stderr if as_json else sys.stdout)
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from exoray.index.embeddings import embedding_sets
-    from exoray.storage.store import Store
+    from exoray.index.store import pointer_path
+    from exoray.storage import layout
     from pipelines import indices
 
-    models = args.model or sorted({s.model for s in embedding_sets(Store(args.base))})
+    store = _store(args.base)
+    models = args.model or sorted({s.model for s in embedding_sets(store)})
     if not models:
         raise FileNotFoundError(f"no embeddings in {args.base}; run `exoray embed {args.base}` "
                                 "first")
     for summary in indices.run(args.base, models, kind=args.kind, rebuild=args.rebuild):
-        print(json.dumps(summary) if args.json else
-              f"{summary['model']}: {summary['kind']} index of {summary['count']} "
-              f"({summary['mode']}, {summary['added']} added) in {summary['seconds']}s")
+        family, build = summary["model"], summary["build"]
+        summary = {**summary, "pointer": store.uri(pointer_path(family)),
+                   "files": store.uri(layout.INDICES, family, build)}
+        if args.json:
+            print(json.dumps(summary))
+            continue
+        print(f"{family}: {summary['kind']} index of {summary['count']} ({summary['mode']}, "
+              f"{summary['added']} added) in {summary['seconds']}s")
+        print(f"  wrote {summary['pointer']} (files in {summary['files']}/)")
     return 0
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and arrays as JSON numbers and lists; anything else is a bug, not a str."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _emit(rows: list[dict[str, Any]], as_json: bool, line: str) -> None:
     """Rows as JSON, or one ``line.format(**row)`` per row."""
     if as_json:
-        print(json.dumps(rows, indent=2, default=str))
+        print(json.dumps(rows, indent=2, default=_jsonable))
         return
     for row in rows:
         print(line.format(**row))
@@ -37,27 +73,40 @@ def _emit(rows: list[dict[str, Any]], as_json: bool, line: str) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     from exoray.explore import Explorer
 
-    rows = Explorer(args.base, args.model).search(args.text, image=args.image, image_id=args.id,
-                                                  k=args.k)
+    ex = Explorer(_store(args.base).location, args.model)
+    rows = ex.search(args.text, image=args.image, image_id=args.id, k=args.k)
     _emit(rows, args.json, "{rank:>4}  {score:.4f}  {image_id}  {relpath}")
+    if len(rows) < args.k:
+        print(f"{len(rows)} results for -k {args.k}: that is every current image in the "
+              f"{ex.family} index", file=sys.stderr)
+    if ex.last_query_saved:
+        print(f"saved the query vector to {ex.store.uri(ex.last_query_saved)}; asking it again "
+              "needs no model load", file=sys.stderr)
     return 0
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
     from exoray.explore import Explorer
 
-    clusters = Explorer(args.base, args.model).cluster(args.k, seed=args.seed)
+    ex = Explorer(_store(args.base).location, args.model)
+    clusters = ex.cluster(args.k, seed=args.seed)
     _emit(clusters, args.json, "cluster {cluster:>4}: {size:>6} images, medoid {medoid}")
+    _note(f"wrote {ex.store.uri(ex.cluster_path(args.k))} ({sum(c['size'] for c in clusters)} "
+          f"images in {len(clusters)} clusters)", args.json)
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from exoray.explore import Explorer
 
-    ex = Explorer(args.base, args.model)
+    ex = Explorer(_store(args.base).location, args.model)
     ids = ex.sample(args.n, method=args.method, subset=args.subset, seed=args.seed)
     rows = [{"image_id": i, "relpath": ex.relpaths.get(i)} for i in ids]
     _emit(rows, args.json, "{image_id}  {relpath}")
+    if len(ids) < args.n:
+        where = f" in subset {args.subset!r}" if args.subset else ""
+        print(f"--n {args.n} is more than the {len(ids)} images with current {args.model} "
+              f"embeddings{where}: printed all {len(ids)}", file=sys.stderr)
     return 0
 
 
@@ -80,17 +129,21 @@ def add_explore_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> No
     q.add_argument("--image", help="a query image file")
     q.add_argument("--id", help="an image_id of BASE")
     p.add_argument("-k", "--k", type=positive_int_arg, default=20,
-                   help="how many results (default: 20)")
+                   help="how many results; fewer when the index holds fewer (default: 20)")
 
-    p = _navigation_parser(sub, parents, "cluster", "spherical k-means of a model's embeddings",
-                           cmd_cluster)
+    p = _navigation_parser(sub, parents, "cluster",
+                           "spherical k-means of a model's embeddings, written to "
+                           "indices/clusters/<model>-k<k>.parquet", cmd_cluster)
     p.add_argument("-k", "--k", type=positive_int_arg, default=100,
-                   help="number of clusters (default: 100)")
+                   help="number of clusters, at most the number of embedded images "
+                        "(default: 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
     p = _navigation_parser(sub, parents, "sample",
                            "a diverse, random or cluster-stratified sample", cmd_sample)
-    p.add_argument("--n", type=positive_int_arg, default=500, help="sample size (default: 500)")
+    p.add_argument("--n", type=positive_int_arg, default=500,
+                   help="sample size; more than the embedded images prints them all and says "
+                        "so (default: 500)")
     p.add_argument("--method", default="diverse", choices=["diverse", "random", "stratified"],
                    help="how to pick (default: diverse)")
     p.add_argument("--subset", help="only images with this Phase IV subset flag")

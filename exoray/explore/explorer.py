@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import cached_property
 from typing import Any
@@ -12,10 +13,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from exoray.engine.done import present_images
+from exoray.explore.query_cache import QueryCache
 from exoray.image.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from exoray.image.manifest import manifest_root, read_manifest
-from exoray.index.embeddings import read_current_embeddings
-from exoray.index.store import load_index
+from exoray.index.embeddings import read_current_embeddings, resolve_embeddings
+from exoray.index.store import load_index, read_pointer
 from exoray.storage import layout
 from exoray.storage.staging import staging_file
 from exoray.storage.store import Store
@@ -24,16 +26,54 @@ SAMPLE_METHODS = ("diverse", "random", "stratified")
 
 
 class Explorer:
-    """Search, cluster and sample one model's embeddings of a BASE; ``show`` renders images."""
+    """Search, cluster and sample one model's embeddings of a BASE; ``show`` renders images.
 
-    def __init__(self, base: str | os.PathLike[str], model: str = "clip") -> None:
+    Everything is loaded on first use and kept: the index, the manifest and, for text and
+    image-file queries, the model (a ``cached_property``), so in a notebook only the first
+    such query pays the 10-25 s model load. Query vectors are also saved in
+    ``BASE/indices/query_cache/`` (see :mod:`exoray.explore.query_cache`), so a query asked
+    before -- here or from any other process, such as ``exoray search`` -- loads no model.
+    Search covers the indexed images; cluster and sample read the current embeddings. Both
+    leave out deleted images and images changed since they were embedded.
+    """
+
+    def __init__(self, base: str | os.PathLike[str], model: str = "clip", *,
+                 cache_queries: bool = True) -> None:
         self.store = Store(base)
         self.model = model
+        self.cache_queries = cache_queries
+        self.last_query_saved: str | None = None  # BASE path the last query vector went to
 
     # -- lazily loaded state ---------------------------------------------------------------
     @cached_property
     def index(self):
+        """The family's published index; a clear error naming the command that builds it."""
+        pointer = read_pointer(self.store, self.family)
+        where, spec = self.store.location, self.model
+        if pointer is None:
+            try:
+                resolve_embeddings(self.store, spec)
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"no {spec} embeddings in {where} to search; run `exoray embed {where} "
+                    f"--model {spec}`, then `exoray index {where} --model {spec}`") from None
+            raise FileNotFoundError(f"no {self.family} index in {where}; run `exoray index "
+                                    f"{where} --model {spec}` first")
+        if ":" in spec:  # an explicit variant: the family's one index must hold that model
+            wanted = resolve_embeddings(self.store, spec).model_id
+            if pointer.get("model_id") != wanted:
+                raise FileNotFoundError(
+                    f"the {self.family} index in {where} holds {pointer.get('model_id')}, not "
+                    f"{spec} ({wanted}); run `exoray index {where} --model {spec}` to index it")
         return load_index(self.store, self.family)
+
+    @cached_property
+    def query_cache(self) -> QueryCache | None:
+        """Saved query vectors of the index's model id (None when caching is off)."""
+        model_id = self.index.meta.get("model_id")
+        if not self.cache_queries or not model_id:
+            return None
+        return QueryCache(self.store, str(model_id), self.index.dim)
 
     @cached_property
     def manifest(self) -> pa.Table:
@@ -97,24 +137,41 @@ class Explorer:
         if sum(given) != 1:
             raise ValueError("give exactly one query: text=, image= (a file), image_id= or vector=")
         if text is not None:
-            if not hasattr(self.backend, "encode_text"):
+            from exoray.models import get_backend_class
+
+            if not hasattr(get_backend_class(self.family), "encode_text"):  # no model load
                 raise ValueError(f"text search needs a text encoder; {self.model!r} has none "
                                  "(use --model clip, or search by --image / --id)")
-            return self.backend.encode_text([text])[0]
+            return self._cached("text", text, lambda: self.backend.encode_text([text])[0])
         if image is not None:
-            from exoray.engine.stages.embed import square_crop
-
             if not os.path.isfile(image):
                 raise FileNotFoundError(f"query image {image!r} does not exist; pass an image file")
-
             with open(image, "rb") as f:
-                square = square_crop(f.read(), self.backend.input_size, name=image,
-                                     max_pixels=DEFAULT_MAX_PIXELS)
-            return self.backend({"image": square[None]})["embedding"][0]
+                data = f.read()
+            digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+            return self._cached("image", digest, lambda: self._encode_image(data, image))
         if image_id is not None:
             return self.index.vector(image_id)
         v = np.asarray(vector, dtype=np.float32).reshape(-1)
         return v / max(float(np.linalg.norm(v)), 1e-12)
+
+    def _encode_image(self, data: bytes, name: str) -> np.ndarray:
+        from exoray.engine.stages.embed import square_crop
+
+        square = square_crop(data, self.backend.input_size, name=name,
+                             max_pixels=DEFAULT_MAX_PIXELS)
+        return self.backend({"image": square[None]})["embedding"][0]
+
+    def _cached(self, kind: str, query: str, encode: Any) -> np.ndarray:
+        """The saved vector of ``query``, else ``encode()`` (loads the model once) and save."""
+        self.last_query_saved = None
+        cache = self.query_cache
+        vector = cache.get(kind, query) if cache is not None else None
+        if vector is None:
+            vector = np.asarray(encode(), dtype=np.float32).reshape(-1)
+            if cache is not None and len(vector) == cache.dim and cache.put(kind, query, vector):
+                self.last_query_saved = cache.path
+        return vector
 
     def search(self, text: str | None = None, *, image: str | None = None,
                image_id: str | None = None, vector: np.ndarray | None = None, k: int = 20
@@ -122,6 +179,8 @@ class Explorer:
         """Top-``k`` images as dicts (rank, image_id, relpath, score), best first."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        if image_id is not None and image_id not in self.index:
+            raise ValueError(self._not_indexed(image_id))
         q = None if image_id is not None else self.query_vector(text=text, image=image,
                                                                    vector=vector)
         valid, fetch = self.current_ids, k
@@ -136,14 +195,36 @@ class Explorer:
         return [{"rank": r + 1, "image_id": i, "relpath": self.relpaths.get(i), "score": s}
                 for r, (i, s) in enumerate(hits)]
 
+    def _not_indexed(self, image_id: str) -> str:
+        where = self.store.location
+        if image_id not in self.relpaths:
+            return (f"image_id {image_id!r} is not an image of {where}; use an id printed by "
+                    f"`exoray search` or `exoray sample {where} --model {self.model}`")
+        return (f"image_id {image_id!r} ({self.relpaths[image_id]}) is not in the "
+                f"{self.family} index; if it was embedded after the index was built, run "
+                f"`exoray index {where} --model {self.model}`")
+
     # -- cluster and sample ----------------------------------------------------------------
     def _embeddings(self, subset: str | None = None) -> tuple[list[str], np.ndarray]:
+        """Current embeddings (present images, file unchanged since embedding), by image_id."""
         ids, vectors, _ = read_current_embeddings(self.store, self.model)
         if subset is not None:
             keep = self.subset_ids(subset)
             mask = np.array([i in keep for i in ids], dtype=bool)
             ids, vectors = [i for i, m in zip(ids, mask, strict=True) if m], vectors[mask]
         return ids, vectors
+
+    def _no_embeddings(self, subset: str | None = None) -> ValueError:
+        where = self.store.location
+        fix = f"run `exoray embed {where} --model {self.model}` (embeds new and changed images)"
+        if subset:
+            return ValueError(f"no image of subset {subset!r} has current {self.model} "
+                              f"embeddings; choose another --subset, or {fix}")
+        return ValueError(f"no image in {where} has current {self.model} embeddings; {fix}")
+
+    def cluster_path(self, k: int) -> str:
+        """Where ``cluster(k)`` writes its assignment, relative to BASE."""
+        return f"{layout.CLUSTERS}/{self.family}-k{k}.parquet"
 
     def subset_ids(self, subset: str) -> set[str]:
         """Images with subset flag ``subset`` set in the manifest (flags come from Phase IV)."""
@@ -160,22 +241,30 @@ class Explorer:
         size and medoid image."""
         from exoray.index import spherical_kmeans
 
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"number of clusters k must be a positive integer, got {k!r}")
         ids, vectors = self._embeddings()
-        result = spherical_kmeans(vectors, k, seed=seed, niter=niter)
+        if not ids:
+            raise self._no_embeddings()
+        if k > len(ids):
+            raise ValueError(f"k={k} clusters is more than the {len(ids)} images with current "
+                             f"{self.model} embeddings; choose k <= {len(ids)}")
+        result = spherical_kmeans(vectors, int(k), seed=seed, niter=niter)
         table = pa.table({"image_id": ids, "cluster": pa.array(result.assign, pa.int32()),
                           "distance": pa.array(result.distance, pa.float32())})
         with staging_file(suffix=".parquet") as local:
             pq.write_table(table, local)
-            self.store.publish_file(local, layout.CLUSTERS, f"{self.family}-k{k}.parquet")
-        return [{"cluster": c, "size": int(result.sizes[c]),
-                 "medoid": ids[result.medoids[c]] if result.medoids[c] >= 0 else None,
-                 "members": [ids[r] for r in result.members(c)[:12]]}
+            self.store.publish_file(local, self.cluster_path(int(k)))
+        return [{"cluster": int(c), "size": int(result.sizes[c]),
+                 "medoid": ids[int(result.medoids[c])] if result.medoids[c] >= 0 else None,
+                 "members": [ids[int(r)] for r in result.members(int(c))[:12]]}
                 for c in np.argsort(-result.sizes, kind="stable")]
 
     def sample(self, n: int, *, method: str = "diverse", subset: str | None = None,
                seed: int = 0) -> list[str]:
         """``n`` image ids: ``diverse`` (k-center greedy), ``random`` or ``stratified``
-        (proportional per cluster); deterministic for a seed."""
+        (proportional per cluster); deterministic for a seed. ``n`` larger than the number of
+        images with current embeddings returns all of them (``exoray sample`` says so)."""
         from exoray.index import cluster_stratified_sample, kcenter_greedy, random_sample
 
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -184,14 +273,14 @@ class Explorer:
             raise ValueError(f"unknown sample method {method!r}; choose one of {SAMPLE_METHODS}")
         ids, vectors = self._embeddings(subset)
         if not ids:
-            raise ValueError("nothing to sample from" + (f" in subset {subset!r}" if subset else ""))
+            raise self._no_embeddings(subset)
         if method == "random":
             rows = random_sample(len(ids), n, seed)
         elif method == "diverse":
             rows = kcenter_greedy(vectors, n, seed=seed)
         else:
             rows = cluster_stratified_sample(vectors, n, seed=seed)
-        return [ids[r] for r in rows]
+        return [ids[int(r)] for r in rows]
 
     # -- display ---------------------------------------------------------------------------
     def thumbnails(self, ids: list[str], *, size: int = 160, ncols: int = 6):
