@@ -11,8 +11,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-if ! python -c "import torch, torchvision" >/dev/null 2>&1; then
+# Only extras with models need torch; EXORAY_EXTRAS= (Phase I-II only) stays at ~1 GB instead of ~6.
+case ",${EXTRAS}," in
+  *,models,*|*,clip,*|*,dino,*|*,sam,*|*,detect,*|*,ocr,*|*,all,*) NEED_TORCH=1 ;;
+  *) NEED_TORCH= ;;
+esac
+if [ -n "$NEED_TORCH" ] && ! python -c "import torch, torchvision" >/dev/null 2>&1; then
   python -m pip install -q --isolated torch==2.13.0 torchvision==0.28.0
 fi
-python -m pip install -q -c scripts/constraints.txt -e ".[${EXTRAS}]"
-python -c "import torch, torchvision, ray, exoray; print('exoray', exoray.__version__, 'torch', torch.__version__, 'ray', ray.__version__)"
+python -m pip install -q -c scripts/constraints.txt -e ".${EXTRAS:+[${EXTRAS}]}"
+python -c "import ray, exoray; print('exoray', exoray.__version__, 'ray', ray.__version__)"
+if [ -n "$NEED_TORCH" ]; then python -c "import torch, torchvision; print('torch', torch.__version__)"; fi

@@ -229,3 +229,25 @@ def test_search_never_returns_a_deleted_image(embedded, tmp_path):
     hits = Explorer(work, "dino").search(image_id=ids[1], k=len(ids))
     assert gone not in [h["image_id"] for h in hits]
     assert len(hits) == len(ids) - 2  # all but the query and the deleted image
+
+
+def test_a_changed_image_is_searched_by_its_new_vector(embedded, tmp_path):
+    base, root, truth, *_ = embedded
+    work, images = tmp_path / "base", tmp_path / "images"
+    shutil.copytree(base, work)
+    shutil.copytree(root, images)
+    manifest.run(work, images=images)
+    indices.run(work, ["dino"])
+    store = Store(str(work))
+    rel = {r["relpath"]: r["image_id"] for r in read_manifest(store).to_pylist()}
+    jpgs = sorted(r for r in good_images(truth) if r.endswith(".jpg"))
+    changed, source = jpgs[0], jpgs[-1]
+    shutil.copyfile(images / source, images / changed)  # same name, new content
+    manifest.run(work)
+    embeddings.run(work, ["dino:tiny"], part_rows=30, batch_size=8, show_progress=False)
+    (summary,) = indices.run(work, ["dino"])
+    assert summary["mode"].startswith("rebuild") and "changed" in summary["mode"]
+    ids, vectors, _ = read_current_embeddings(store, "dino")
+    new = vectors[ids.index(rel[changed])]
+    hit = Explorer(work, "dino").search(vector=new, k=1)[0]
+    assert hit["image_id"] in (rel[changed], rel[source]) and hit["score"] > 0.99

@@ -114,3 +114,23 @@ def test_runs_do_not_depend_on_the_working_directory(synth_set, tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "images done" in proc.stdout
+
+
+def test_a_stale_cluster_address_on_the_machine_is_ignored(base, tmp_path):
+    """A dead `ray start --head` leaves its address behind; without RAY_ADDRESS we start fresh."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="xr", dir="/tmp"))  # Ray's socket paths must stay short
+    (tmp / "ray").mkdir(parents=True)
+    (tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:6999")  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(TMPDIR=str(tmp), RAY_TMPDIR=str(tmp))
+    script = str(Path(sys.executable).with_name("exoray"))
+    try:
+        proc = subprocess.run([script, "features", str(base), "-q", *ARGS], env=env,
+                              capture_output=True, text=True, timeout=600)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_exactly_once(base)

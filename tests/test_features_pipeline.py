@@ -142,3 +142,22 @@ def test_a_later_success_supersedes_an_error(done_base, tmp_path, capsys):
 
     failing = json.loads(capsys.readouterr().out)
     assert len(failing) == n_corrupt
+
+
+def test_a_run_leaves_other_phases_temporaries_and_run_records_alone(done_base, tmp_path):
+    """Phases may run side by side: a run sweeps only its own folders; the run log only grows."""
+    from exoray.engine.runlog import RunRecord, now_utc
+    from exoray.storage.parts import TMP_PREFIX
+
+    base, root, *_ = done_base
+    work = tmp_path / "base"
+    manifest.run(work, images=root)
+    store = Store(str(work))
+    other = f"{layout.errors_folder('embed')}/{TMP_PREFIX}live-part-of-an-embed-run.parquet"
+    (work / other).parent.mkdir(parents=True)
+    (work / other).write_bytes(b"an embed run is publishing this right now")
+    RunRecord("20990101T000000abcdef", "embed", now_utc()).record_start(store)
+    features.run(work, part_rows=40, batch_size=8, show_progress=False)
+    assert (work / other).exists()
+    runs = read_runs(store)
+    assert sorted(runs["phase"].to_pylist()) == ["embed", "features"]

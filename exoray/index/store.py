@@ -16,7 +16,7 @@ from typing import Any
 from exoray.engine.runlog import new_run_id
 from exoray.index.embeddings import read_current_embeddings, resolve_embeddings
 from exoray.storage import layout
-from exoray.storage.parts import list_parts
+from exoray.storage.parts import list_parts, read_parts
 from exoray.storage.staging import staging_root
 from exoray.storage.store import Store
 
@@ -83,6 +83,11 @@ def build_index(store: Store, model: str, *, kind: str = "auto", rebuild: bool =
             index, mode = None, f"rebuild (existing index unreadable: {exc})"
         if index is not None:
             stale = [i for i in index.ids if i not in current]
+            covered = set(index.meta.get("parts", []))
+            fresh = [p for p in list_parts(store, emb.folder) if p.name not in covered]
+            if fresh:  # an indexed image embedded again (its file changed) needs a rebuild
+                again = read_parts(store, emb.folder, ["image_id"], parts=fresh)
+                stale += [i for i in set(again["image_id"].to_pylist()) if i in index]
             same_kind = kind in ("auto", index.kind)
             if (index.meta.get("model_id") != model_id or stale or not same_kind
                     or not index_supports_add(index.kind)):
