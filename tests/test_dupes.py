@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from exoray.image import dupes
@@ -460,3 +461,210 @@ def test_summarize() -> None:
     }
     empty = summarize_duplicates(SCHEMA.empty_table())
     assert empty["groups"] == 0 and empty["redundant_images"] == 0 and empty["largest_groups"] == []
+
+
+# --------------------------------------------------------------------------------------------
+# pipelines.dupes on a real BASE (Phase II written in-process, no Ray) and `exoray dupes --list`
+
+
+def make_base(tmp_path, *, copies: int = 1):
+    """Images + manifest + Phase II parts, each feature row published ``copies`` times (as a
+    race between two runs would leave them). Returns (base, root, truth)."""
+    from exoray.dev.synth import make_image_set
+    from exoray.engine.schemas import FEATURES_SCHEMA, IMAGE_KEY
+    from exoray.engine.stages.features import FeatureWorker
+    from exoray.image.manifest import read_manifest
+    from exoray.storage import layout
+    from exoray.storage.parts import write_part
+    from exoray.storage.store import Store
+    from pipelines import manifest
+
+    root, base = tmp_path / "images", tmp_path / "base"
+    truth = make_image_set(root, n=14, seed=3, max_megapixels=0.3)
+    manifest.run(base, images=root)
+    write_features(base, root)
+    store = Store(str(base))
+    rows = read_manifest(store).filter(pc.equal(read_manifest(store)["status"], "present"))
+    for k in range(1, copies):
+        feats = FeatureWorker(str(root), f"race{k}")(rows.select(["image_id", "relpath",
+                                                                   "fingerprint"]))
+        write_part(store, layout.FEATURES, feats.select(FEATURES_SCHEMA.names),
+                   run_id=f"race{k}", key=IMAGE_KEY, schema=FEATURES_SCHEMA)
+    return base, root, truth
+
+
+def write_features(base, root) -> None:
+    """Phase II for manifest rows that have no current feature row yet (what a run does)."""
+    from exoray.engine.readers import read_features
+    from exoray.engine.schemas import FEATURES_SCHEMA, IMAGE_KEY
+    from exoray.engine.stages.features import FeatureWorker
+    from exoray.image.manifest import read_manifest
+    from exoray.storage import layout
+    from exoray.storage.parts import list_parts, write_part
+    from exoray.storage.store import Store
+
+    store = Store(str(base))
+    man = read_manifest(store)
+    rows = man.filter(pc.equal(man["status"], "present"))
+    if list_parts(store, layout.FEATURES):
+        done = read_features(store, ["image_id", "fingerprint"])
+        have = {(a, b) for a, b in zip(done["image_id"].to_pylist(),
+                                        done["fingerprint"].to_pylist(), strict=True)}
+        keep = [(a, b) not in have for a, b in zip(rows["image_id"].to_pylist(),
+                                                    rows["fingerprint"].to_pylist(), strict=True)]
+        rows = rows.filter(pa.array(keep))
+    if rows.num_rows:
+        feats = FeatureWorker(str(root), "run1")(rows.select(["image_id", "relpath",
+                                                               "fingerprint"]))
+        write_part(store, layout.FEATURES, feats.select(FEATURES_SCHEMA.names), run_id="run1",
+                   key=IMAGE_KEY, schema=FEATURES_SCHEMA)
+
+
+def truth_groups(truth: dict) -> set[frozenset[str]]:
+    images = truth["images"]
+    near: dict[int, set[str]] = {}
+    for rel, t in images.items():
+        if t["near_dup_group"] is not None:
+            near.setdefault(t["near_dup_group"], set()).add(rel)
+    exact = {frozenset({rel, t["exact_dup_of"]}) for rel, t in images.items() if t["exact_dup_of"]}
+    return {frozenset(g) for g in near.values()} | exact
+
+
+def relpath_groups(table: pa.Table) -> set[frozenset[str]]:
+    out: dict[int, set[str]] = {}
+    for rel, gid in zip(table["relpath"].to_pylist(), table["group_id"].to_pylist(), strict=True):
+        out.setdefault(gid, set()).add(rel)
+    return {frozenset(s) for s in out.values()}
+
+
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *argv: str):
+    """Run `exoray ARGV` through the real main(); quality commands added if not wired yet."""
+    import importlib
+
+    from exoray.cli.quality import add_quality_commands
+
+    main_mod = importlib.import_module("exoray.cli.main")
+    original = main_mod.build_parser
+
+    def build():
+        parser = original()
+        sub = next(a for a in parser._actions if a.dest == "command")
+        if "issues" not in sub.choices:
+            add_quality_commands(sub, [main_mod._common()])
+        return parser
+
+    monkeypatch.setattr(main_mod, "build_parser", build)
+    capsys.readouterr()
+    rc = main_mod.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_run_groups_each_image_once_despite_duplicate_parts(tmp_path) -> None:
+    from pipelines import dupes as pipeline
+
+    base, _, truth = make_base(tmp_path, copies=2)  # every feature row is on disk twice
+    summary = pipeline.run(base)
+    table = pipeline.read_dupes(str(base))
+    assert relpath_groups(table) == truth_groups(truth)
+    assert summary["images_checked"] == len(truth["images"])
+    ids = table["image_id"].to_pylist()
+    assert len(ids) == len(set(ids))
+    assert {"relpath", "fingerprint"} <= set(table.column_names)
+    assert pipeline.dupes_info(table)["images_checked"] == len(truth["images"])
+
+
+def test_run_ignores_vanished_images_and_needs_a_manifest(tmp_path) -> None:
+    from pipelines import dupes as pipeline
+    from pipelines import manifest
+
+    base, root, truth = make_base(tmp_path)
+    copy = next(rel for rel, t in truth["images"].items() if t["exact_dup_of"])
+    (root / copy).unlink()
+    manifest.run(base)  # marks it deleted; its feature row stays on disk
+    pipeline.run(base)
+    rels = set(pipeline.read_dupes(str(base))["relpath"].to_pylist())
+    assert copy not in rels and truth["images"][copy]["exact_dup_of"] not in rels
+    with pytest.raises(FileNotFoundError, match="exoray manifest"):
+        pipeline.run(tmp_path / "empty_base")
+
+
+def test_list_duplicates_keeps_the_best_member_and_drops_changes(tmp_path) -> None:
+    from pipelines import dupes as pipeline
+    from pipelines import manifest
+
+    base, root, truth = make_base(tmp_path)
+    with pytest.raises(FileNotFoundError, match="exoray dupes"):
+        pipeline.list_duplicates(base)
+    pipeline.run(base)
+    found = pipeline.list_duplicates(base)
+    table = found.table
+    assert tuple(table.column_names) == pipeline.LIST_COLUMNS
+    assert relpath_groups(table) == truth_groups(truth)
+    assert found.notes == [] and found.groups == len(truth_groups(truth))
+    assert found.redundant == table.num_rows - found.groups
+    rows = table.to_pylist()
+    for gid in {r["group_id"] for r in rows}:
+        members = [r for r in rows if r["group_id"] == gid]
+        keepers = [r for r in members if r["keep"]]
+        assert len(keepers) == 1 and members[0] is keepers[0]  # keeper listed first
+        best = max(r["width"] * r["height"] for r in members)
+        assert keepers[0]["width"] * keepers[0]["height"] == best
+        variants = {truth["images"][r["relpath"]]["variant"] for r in keepers}
+        assert not variants & {"resized", "cropped"}
+    # byte-identical copies: the original (shallower path), not the "copy_of_" one
+    exact = [r for r in rows if r["kind"] == "exact"]
+    assert [r["keep"] for r in exact if r["relpath"].split("/")[-1].startswith("copy_of_")] == [
+        False]
+
+    # A member vanishes (and another changes) after grouping: the list drops them and says so.
+    near = [r for r in rows if r["kind"] == "near"]
+    (root / near[1]["relpath"]).unlink()
+    changed = root / near[2]["relpath"]
+    changed.write_bytes(changed.read_bytes() + b"\0")
+    manifest.run(base)
+    write_features(base, root)
+    again = pipeline.list_duplicates(base)
+    rels = set(again.table["relpath"].to_pylist())
+    assert near[1]["relpath"] not in rels and near[2]["relpath"] not in rels
+    assert near[0]["relpath"] in rels
+    assert any("vanished or changed" in n for n in again.notes)
+    assert any("exoray dupes" in n for n in again.notes)
+
+
+def test_cli_dupes_list_table_csv_json(tmp_path, monkeypatch, capsys) -> None:
+    import csv
+    import io
+    import json
+
+    base, _, truth = make_base(tmp_path)
+    # no groups yet: --list groups first and says so on stderr
+    rc, out, err = cli(monkeypatch, capsys, "dupes", str(base), "--list")
+    assert rc == 0 and "grouping first" in err
+    lines = out.splitlines()
+    assert lines[0].split() == ["group", "kind", "keep", "image_id", "size", "bytes",
+                                "sharpness", "relpath"]
+    n_rows = sum(len(g) for g in truth_groups(truth))
+    assert len(lines) == 1 + n_rows + 1 and "could go" in lines[-1]
+    assert sum(" keep " in line for line in lines[1:-1]) == len(truth_groups(truth))
+
+    rc, out, _ = cli(monkeypatch, capsys, "dupes", str(base), "--list", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rc == 0 and list(rows[0]) == ["group_id", "kind", "keep", "image_id", "relpath",
+                                         "width", "height", "bytes", "sharpness"]
+    assert relpath_groups(pa.table({"relpath": [r["relpath"] for r in rows],
+                                    "group_id": [int(r["group_id"]) for r in rows]})) == \
+        truth_groups(truth)
+
+    rc, out, _ = cli(monkeypatch, capsys, "dupes", str(base), "--list", "--format", "json")
+    data = json.loads(out)
+    assert rc == 0 and len(data) == n_rows and all(isinstance(r["keep"], bool) for r in data)
+    rc, out2, _ = cli(monkeypatch, capsys, "dupes", str(base), "--list", "--json")
+    assert json.loads(out2) == data
+
+    target = tmp_path / "groups.json"
+    rc, out, _ = cli(monkeypatch, capsys, "dupes", str(base), "--list", "--output", str(target))
+    assert rc == 0 and json.loads(target.read_text()) == data and "wrote json" in out
+
+    rc, out, err = cli(monkeypatch, capsys, "dupes", str(base), "--format", "csv")
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and "--list" in err
