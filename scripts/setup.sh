@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRAS=${EXORAY_EXTRAS:-models,dev}
+EXTRAS=${EXORAY_EXTRAS-models,dev}  # set but empty: no extras
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
