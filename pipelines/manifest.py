@@ -18,5 +18,10 @@ def run(base: str | os.PathLike[str], images: str | os.PathLike[str] | None = No
     """
     store = Store(base)
     store.makedirs("manifests")
-    return build_manifest(store, os.fspath(images) if images is not None else None,
-                          extensions=extensions)
+    summary = build_manifest(store, os.fspath(images) if images is not None else None,
+                             extensions=extensions)
+    if store.is_dir("subsets"):  # a rescan keeps the flags of unchanged images
+        from pipelines.stratify import join_into_manifest
+
+        join_into_manifest(store)
+    return summary

@@ -68,3 +68,34 @@ def test_user_errors_are_one_line_with_the_fix(tmp_path, capsys):
 def test_status_without_manifest_says_what_to_do(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 0
     assert "exoray manifest" in capsys.readouterr().out
+
+
+def test_ray_cpp_notices_are_cut_from_stderr_even_after_a_progress_bar():
+    from exoray.cli.quiet import _cut
+
+    line = (b"features committed: 0%| | 0/20[2026-11-27 12:25:42,638 E 12898 12898] "
+            b"core_worker.cc:2465: Actor with class name: 'MapWorker' has constructor arguments")
+    assert _cut(line) == b"features committed: 0%| | 0/20"
+    assert _cut(b"exoray features: error: x.jpg is corrupt") == b"exoray features: error: x.jpg is corrupt"
+
+
+@pytest.mark.parametrize("command", ["status", "errors", "doctor", "subsets"])
+def test_read_only_commands_never_create_a_mistyped_base(command, tmp_path, capsys):
+    missing = tmp_path / "mistyped"
+    assert main([command, str(missing)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_errors_phase_is_validated(tmp_path, capsys):
+    assert main(["errors", str(tmp_path), "--phase", "featurez"]) == 2
+    err = capsys.readouterr().err
+    assert "featurez" in err and "features" in err  # names the valid phases
+
+
+def test_ray_python_notices_are_filtered_but_errors_kept():
+    from exoray.cli.quiet import RAY_PY_LINE
+
+    assert RAY_PY_LINE.match(b"2026-11-27 12:30:36,174\tWARNING dataset.py:8601 -- Warning: The "
+                             b"Ray cluster currently does not have any available CPUs.")
+    assert not RAY_PY_LINE.match(b"exoray features: error: photo.jpg is corrupt")

@@ -408,3 +408,15 @@ def test_concurrent_decoding_gives_identical_results() -> None:
         results = list(pool.map(lambda b: decode_image(b, max_side=128).rgb, blobs * 4))
     for k, rgb in enumerate(results):
         assert np.array_equal(rgb, expected[k % len(blobs)])
+
+
+def test_running_out_of_memory_is_a_transient_error_retried_next_run():
+    from exoray.engine.schemas import TRANSIENT_ERRORS
+    from exoray.engine.stages.reading import ItemError, apply_decoder
+
+    def starved(data: bytes, name: str):
+        raise MemoryError
+
+    got = apply_decoder(b"\xff\xd8 any bytes", "big/photo.jpg", starved)
+    assert isinstance(got, ItemError) and got.error in TRANSIENT_ERRORS
+    assert "big/photo.jpg" in got.message and "retried" in got.message

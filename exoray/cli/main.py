@@ -66,6 +66,15 @@ def cmd_errors(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_subsets(args: argparse.Namespace) -> int:
+    from exoray.explore.subsets import format_subsets, subsets_summary
+
+    _existing_base(args.base)
+    summary = subsets_summary(args.base)
+    print(json.dumps(summary, indent=2) if args.json else format_subsets(summary))
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from exoray.engine.doctor import check_base, format_report
 
@@ -148,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="rows as JSON")
     p.set_defaults(handler=cmd_errors)
 
+    p = sub.add_parser("subsets", help="Phase IV flags: counts per flag, overlaps, rules version",
+                       parents=parents)
+    p.add_argument("base")
+    p.add_argument("--json", action="store_true", help="the summary as JSON")
+    p.set_defaults(handler=cmd_subsets)
+
     p = sub.add_parser("doctor", help="check BASE: duplicates, corrupt parts, leftovers",
                        parents=parents)
     p.add_argument("base")
@@ -174,8 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_demo)
 
     from exoray.cli.explore import add_explore_commands
+    from exoray.cli.quality import add_quality_commands
 
     add_explore_commands(sub, parents)
+    add_quality_commands(sub, parents)
     return parser
 
 
@@ -210,9 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         cause = user_facing(exc)
-        if not isinstance(cause, (*USER_ERRORS, OSError, RuntimeError)):
-            raise
-        message = cause.args[0] if isinstance(cause, KeyError) and cause.args else cause
+        if isinstance(cause, (*USER_ERRORS, OSError, RuntimeError)):
+            message = cause.args[0] if isinstance(cause, KeyError) and cause.args else cause
+        else:  # a bug: still one line, the traceback is one -v away
+            message = (f"{type(cause).__name__}: {cause}; rerun with -v for the traceback and "
+                       "please report it")
         print(f"exoray {args.command}: error: {message}", file=sys.stderr)
         return 2
 

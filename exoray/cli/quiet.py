@@ -1,8 +1,9 @@
 """Keep Ray's C++ log lines off a user's terminal unless ``-v``.
 
 Ray's core worker in the driver writes notices (constructor arguments in the object store,
-log-level changes) straight to file descriptor 2, past Python's logging. The CLI routes fd 2
-through a pipe and drops lines in Ray's C++ log format; everything else passes unchanged.
+log-level changes) straight to file descriptor 2, past Python's logging, and Ray Data installs
+its own log handlers when a dataset executes. The CLI routes fd 2 through a pipe and drops lines
+in Ray's C++ log format and Ray's Python debug/info/warning lines; everything else passes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ import os
 import re
 import threading
 
-RAY_CPP_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,.]+ [IWEF] \d+ \d+\] \S+\.cc:\d+: ")
+RAY_CPP_LINE = re.compile(rb"\[\d{4}-\d\d-\d\d [\d:,.]+ [IWEF] \d+ \d+\] \S+\.cc:\d+: ")
+# Ray's Python loggers (Ray Data re-configures its own logging when a dataset executes).
+RAY_PY_LINE = re.compile(rb"^\d{4}-\d\d-\d\d [\d:,.]+\t(DEBUG|INFO|WARNING) \S+\.py:\d+ -- ")
+
+
+def _cut(segment: bytes) -> bytes:
+    """``segment`` up to where a Ray C++ log line starts in it (all of it if none does)."""
+    match = RAY_CPP_LINE.search(segment)
+    return segment if match is None else segment[:match.start()]
 
 
 class RayStderrFilter:
@@ -42,7 +51,10 @@ class RayStderrFilter:
                 self._emit([pending])
 
     def _emit(self, lines: list[bytes]) -> None:
-        kept = [line for line in lines if not RAY_CPP_LINE.match(line)]
+        # A progress bar redraws with \r and no newline: Ray's line may follow it on one line.
+        cleaned = [b"\r".join(_cut(seg) for seg in line.split(b"\r")) for line in lines]
+        kept = [line for line, orig in zip(cleaned, lines, strict=True)
+                if (line or not orig) and not RAY_PY_LINE.match(line)]
         if kept and self._saved is not None:
             os.write(self._saved, b"\n".join(kept) + b"\n")
 

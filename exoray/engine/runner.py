@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from exoray.engine.done import done_keys, error_keys, pending_mask, present_images
 from exoray.engine.events import read_events
-from exoray.engine.progress import ProgressMonitor, rows_of_run
+from exoray.engine.progress import CountedStage, ProcessedCounter, ProgressMonitor, rows_of_run
 from exoray.engine.runlog import RunRecord, new_run_id, now_utc, read_runs
 from exoray.engine.spec import PhaseSpec, StageContext, Target
 from exoray.engine.worker_errors import user_facing
@@ -84,9 +84,14 @@ def require_manifest(store: Store) -> pa.Table:
 
 
 def compute_todo(store: Store, spec: PhaseSpec, targets: list[Target], *, retry_errors: bool,
-                 quarantine: bool = False) -> pa.Table:
-    """Present images that still miss at least one target, with a ``need_<label>`` flag each."""
+                 quarantine: bool = False, subset: str | None = None) -> pa.Table:
+    """Present images (of ``subset``) that still miss at least one target, with a
+    ``need_<label>`` flag each."""
     images = present_images(require_manifest(store)).select(["image_id", "relpath", "fingerprint"])
+    if subset:
+        from exoray.engine.subsets import subset_mask
+
+        images = images.filter(subset_mask(store, subset, images))
     failed = pa.array([], pa.string()) if retry_errors else error_keys(store, spec.name)
     any_need = None
     for target in targets:
@@ -104,9 +109,11 @@ def last_rate(store: Store, phase: str) -> float | None:
 
 
 def run_phase(spec: PhaseSpec, base: str | os.PathLike[str], *, retry_errors: bool = False,
-              part_rows: int = DEFAULT_PART_ROWS, estimate: bool = False,
+              part_rows: int | None = None, estimate: bool = False, subset: str | None = None,
               show_progress: bool = True, **options: Any) -> RunResult:
-    """Run ``spec`` on every image not done yet; safe to kill and rerun at any instant."""
+    """Run ``spec`` on every image (of ``subset``, a flag expression such as ``"photo and not
+    dark"``) not done yet; safe to kill and rerun at any instant."""
+    part_rows = spec.default_part_rows if part_rows is None else part_rows
     if isinstance(part_rows, bool) or not isinstance(part_rows, int) or part_rows < 1:
         raise ValueError(f"part_rows must be a positive integer, got {part_rows!r}")
     opts = spec.resolve_options(options)
@@ -114,7 +121,7 @@ def run_phase(spec: PhaseSpec, base: str | os.PathLike[str], *, retry_errors: bo
     require_manifest(store)
     targets = spec.resolve(store, opts)
     if estimate:
-        pending = compute_todo(store, spec, targets, retry_errors=retry_errors)
+        pending = compute_todo(store, spec, targets, retry_errors=retry_errors, subset=subset)
         rate = last_rate(store, spec.name)
         return RunResult(None, spec.name, pending.num_rows, 0, 0, 0.0, estimate_only=True,
                          eta_seconds=pending.num_rows / rate if rate else None)
@@ -124,15 +131,19 @@ def run_phase(spec: PhaseSpec, base: str | os.PathLike[str], *, retry_errors: bo
         # Holding the lease: temporaries in our own folders are a killed run's leftovers.
         for folder in [*(t.folder for t in targets), layout.errors_folder(spec.name)]:
             sweep(store, folder)
-        pending = compute_todo(store, spec, targets, retry_errors=retry_errors, quarantine=True)
+        pending = compute_todo(store, spec, targets, retry_errors=retry_errors, quarantine=True,
+                               subset=subset)
         if pending.num_rows == 0:
             return RunResult(None, spec.name, 0, 0, 0, 0.0)
         pending = pending.append_column("run_id", pa.array([run_id] * pending.num_rows,
                                                            pa.string()))
-        return _execute(spec, store, run_id, pending, targets, opts, part_rows=part_rows,
-                        show_progress=show_progress,
-                        record_options={**opts, "retry_errors": retry_errors,
-                                        "part_rows": part_rows})
+        result = _execute(spec, store, run_id, pending, targets, opts, part_rows=part_rows,
+                          show_progress=show_progress,
+                          record_options={**opts, "retry_errors": retry_errors,
+                                          "part_rows": part_rows, "subset": subset})
+    if spec.finish is not None:
+        spec.finish(store)
+    return result
 
 
 def _blocks(table: pa.Table, rows_per_block: int) -> list[pa.Table]:
@@ -142,6 +153,12 @@ def _blocks(table: pa.Table, rows_per_block: int) -> list[pa.Table]:
 def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets: list[Target],
              opts: dict[str, Any], *, part_rows: int, show_progress: bool,
              record_options: dict[str, Any]) -> RunResult:
+    if spec.compute is not None:
+        from exoray.engine.columnar import execute_columnar
+
+        return execute_columnar(spec, store, run_id, todo, targets, opts, part_rows=part_rows,
+                                show_progress=show_progress, record_options=record_options)
+    import ray
     import ray.data
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -152,6 +169,15 @@ def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets
     ctx = StageContext(store=store, run_id=run_id, image_root=manifest_root(store) or "",
                        targets=targets, options=opts, cpus=shape.cpus, gpus=shape.gpus)
     stages: list[Stage] = spec.stages(ctx)
+    counter_name = f"exoray-processed-{run_id}"
+    counter = ray.remote(num_cpus=0)(ProcessedCounter).options(name=counter_name).remote()
+    last = stages[-1]
+    stages[-1] = Stage(last.name, CountedStage,
+                       {"inner": last.fn, "inner_kwargs": last.constructor_kwargs,
+                        "counter": counter_name},
+                       batch_size=last.batch_size, pool_size=last.pool_size,
+                       num_cpus=last.num_cpus, num_gpus=last.num_gpus,
+                       batch_format=last.batch_format, memory=last.memory)
     record = RunRecord(run_id=run_id, phase=spec.name, started_at=now_utc(), todo=todo.num_rows,
                        targets=[t.folder for t in targets], options=record_options,
                        model_id=",".join(t.model_id for t in targets if t.model_id) or None)
@@ -178,7 +204,8 @@ def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets
                 num_cpus=stage.num_cpus, num_gpus=stage.num_gpus or None, **extra)
         sink = make_part_sink(store.location, spec.name, run_id, targets, part_rows)
         with ProgressMonitor(store, folders, layout.errors_folder(spec.name), run_id,
-                             todo.num_rows, spec.name, enabled=show_progress):
+                             todo.num_rows, spec.name, enabled=show_progress,
+                             processed=lambda: ray.get(counter.value.remote(), timeout=2)):
             try:
                 ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})
             except Exception as exc:  # noqa: BLE001 - re-raised as the one-line user error
@@ -188,6 +215,7 @@ def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets
         status = "interrupted"
         raise
     finally:
+        ray.kill(counter)
         record.processed = max(rows_of_run(store, f, run_id) for f in folders)
         record.errors = rows_of_run(store, layout.errors_folder(spec.name), run_id)
         record.events = read_events(store, run_id)

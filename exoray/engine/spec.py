@@ -100,6 +100,7 @@ class StageContext:
     options: dict[str, Any]
     cpus: float
     gpus: float
+    cache: dict[str, Any] = field(default_factory=dict)  # per-run inputs a columnar phase reuses
 
 
 @dataclass(frozen=True)
@@ -113,13 +114,21 @@ class PhaseSpec:
     options: tuple[Option, ...]
     # Driver-side: validate options, return the run's targets (no Ray, no model weights).
     resolve: Callable[[Store, dict[str, Any]], list[Target]]
-    # Ray stages for one run (``engine.runner.Stage`` objects).
-    stages: Callable[[StageContext], list[Any]]
+    # Ray stages for one run (``engine.runner.Stage`` objects); None for a columnar phase.
+    stages: Callable[[StageContext], list[Any]] | None
     # Targets that exist on disk, for status, errors and doctor (read-only).
     discover: Callable[[Store], list[Target]]
     requires: tuple[str, ...] = ("manifest",)
     # A short hint printed after a run: what to do next.
     next_step: str = ""
+    # Columnar phases (they read columns, not images) compute in the driver instead of Ray:
+    # todo rows in, stage-shaped rows out, published through the same parts and fence.
+    compute: Callable[[StageContext, Any], Any] | None = None
+    default_part_rows: int = 1000
+    # Runs after a completed run (e.g. joining flags into the manifest).
+    finish: Callable[[Store], Any] | None = None
+    # Flag options that print something and run nothing (no BASE needed), e.g. print_rules.
+    actions: dict[str, Callable[[dict[str, Any]], str]] = field(default_factory=dict)
 
     def option(self, name: str) -> Option:
         for opt in self.options:

@@ -227,14 +227,12 @@ class Explorer:
         return f"{layout.CLUSTERS}/{self.family}-k{k}.parquet"
 
     def subset_ids(self, subset: str) -> set[str]:
-        """Images with subset flag ``subset`` set in the manifest (flags come from Phase IV)."""
+        """Images whose Phase IV flags match ``subset``: a flag name or an expression such as
+        ``"photo and not dark"`` (see ``exoray subsets`` for the flags)."""
+        from exoray.engine.subsets import subset_mask
+
         table = present_images(self.manifest)
-        flags = [n for n in table.column_names if n.startswith("subset_")]
-        column = subset if subset.startswith("subset_") else f"subset_{subset}"
-        if column not in table.column_names:
-            raise ValueError(f"no subset flag {subset!r} in the manifest; available: "
-                             f"{[f.removeprefix('subset_') for f in flags] or 'none (run Phase IV)'}")
-        return set(table.filter(pc.fill_null(table[column], False))["image_id"].to_pylist())
+        return set(table.filter(subset_mask(self.store, subset, table))["image_id"].to_pylist())
 
     def cluster(self, k: int = 100, *, seed: int = 0, niter: int = 20) -> list[dict[str, Any]]:
         """Spherical k-means; writes indices/clusters/<model>-k<k>.parquet, returns per cluster

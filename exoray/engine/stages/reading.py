@@ -14,8 +14,6 @@ from typing import TypeVar
 
 from exoray.storage.store import Store
 
-TRANSIENT_ERRORS = frozenset({"io"})  # retried automatically on the next run
-
 
 @dataclass(frozen=True)
 class ItemError:
@@ -53,6 +51,9 @@ def apply_decoder(data: bytes | ItemError, relpath: str, fn: Callable[[bytes, st
         return fn(data, relpath)
     except DecodeError as exc:
         return ItemError(exc.kind, str(exc))
+    except MemoryError:  # the machine was short of memory: the next run tries again
+        return ItemError("memory", f"{relpath}: ran out of memory while decoding; it will be "
+                                   "retried next run (fewer actors or --max-pixels help)")
     except Exception as exc:  # noqa: BLE001 - one bad image must never cost the batch
         return ItemError("internal", f"{relpath}: {type(exc).__name__}: {exc}; please report this "
                                      "file to the exoray issue tracker")

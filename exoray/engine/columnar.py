@@ -1,0 +1,68 @@
+"""Columnar phases: they read columns (features, embeddings, flags), not images, so they compute
+in the driver, chunk by chunk, and publish through the same parts, fence and run log as Ray
+phases. Starting Ray would cost more than the work."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from exoray.engine.progress import ProgressMonitor, rows_of_run
+from exoray.engine.runlog import RunRecord, now_utc
+from exoray.engine.sink import publish_rows
+from exoray.engine.spec import PhaseSpec, StageContext, Target
+from exoray.image.manifest import manifest_root
+from exoray.storage import layout
+from exoray.storage.lease import Fence
+from exoray.storage.store import Store
+
+
+def execute_columnar(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table,
+                     targets: list[Target], opts: dict[str, Any], *, part_rows: int,
+                     show_progress: bool, record_options: dict[str, Any]) -> Any:
+    from exoray.engine.runner import RunResult
+
+    if spec.compute is None:
+        raise ValueError(f"phase {spec.name!r} has no compute function")
+    ctx = StageContext(store=store, run_id=run_id, image_root=manifest_root(store) or "",
+                       targets=targets, options=opts, cpus=float(os.cpu_count() or 1), gpus=0.0)
+    record = RunRecord(run_id=run_id, phase=spec.name, started_at=now_utc(), todo=todo.num_rows,
+                       targets=[t.folder for t in targets], options=record_options)
+    record.record_start(store)
+    folders = [t.folder for t in targets]
+    started = time.perf_counter()
+    status = "failed"
+    fence = _DriverFence(store, spec.name, run_id)
+    try:
+        with ProgressMonitor(store, folders, layout.errors_folder(spec.name), run_id,
+                             todo.num_rows, spec.name, enabled=show_progress):
+            for start in range(0, todo.num_rows, part_rows):
+                rows = spec.compute(ctx, todo.slice(start, part_rows))
+                if rows.num_rows:
+                    publish_rows(store, rows, phase=spec.name, run_id=run_id, targets=targets,
+                                 fence=fence)
+        status = "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        record.processed = max(rows_of_run(store, f, run_id) for f in folders)
+        record.errors = rows_of_run(store, layout.errors_folder(spec.name), run_id)
+        record.record_end(store, status)
+    return RunResult(run_id, spec.name, todo.num_rows, record.processed, record.errors,
+                     time.perf_counter() - started)
+
+
+class _DriverFence(Fence):
+    """The lease check alone: the driver publishes itself, there is no raylet to be orphaned by."""
+
+    def __init__(self, store: Store, phase: str, run_id: str) -> None:
+        super().__init__(store, phase, run_id)
+        self.parent = None
+
+    def __call__(self) -> None:
+        self.parent = os.getppid()  # never "orphaned": only the lease decides
+        super().__call__()
