@@ -25,7 +25,7 @@ import pytest
 from exoray.dev import colab_install
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["01_manifest_and_features.ipynb", "02_embeddings_and_search.ipynb"]
+NOTEBOOKS = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "colab").glob("*.ipynb"))
 COLAB_TORCH = {"torch": "2.5.1+cu121", "torchvision": "0.20.1+cu121"}
 REAL_RUN = subprocess.run
 

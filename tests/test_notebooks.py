@@ -19,7 +19,8 @@ import nbformat  # noqa: E402
 import pytest
 
 COLAB = Path(__file__).resolve().parents[1] / "colab"
-NOTEBOOKS = ["01_manifest_and_features.ipynb", "02_embeddings_and_search.ipynb"]
+NOTEBOOKS = ["01_manifest_and_features.ipynb", "02_embeddings_and_search.ipynb",
+             "03_stratify.ipynb"]
 PROBE = "import sys\nprint('KERNEL-PYTHON', sys.executable, sys.prefix, sep='|')"
 SHUTDOWN = "import ray\nray.shutdown()"
 CELL_TIMEOUT_S = 300
@@ -135,6 +136,15 @@ def test_01_then_02_same_base(tmp_path, kernel_env, monkeypatch):
     assert "generated" not in text2  # reused the images of notebook 01
     assert "features already done" in text2
     _assert_02_outputs(nb2, text2)
+
+    nb3 = _run(NOTEBOOKS[2], base, tmp_path / "work", kernel_env, monkeypatch)
+    _assert_ran_clean(nb3)
+    text3 = _all_text(nb3)
+    assert re.search(r"stratify: \d+ images done", text3), text3[-3000:]
+    assert re.search(r"rules \w+, \d+ of 60 images flagged", text3), text3[-3000:]
+    assert re.search(r"^\s+high_quality\s+\d+ true", text3, re.MULTILINE), text3[-3000:]
+    assert "photo" in text3 and "images to do" in text3
+    assert _png_count(nb3) >= 2  # top and bottom of at least one flag
 
 
 @pytest.mark.slow
