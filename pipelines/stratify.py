@@ -135,8 +135,9 @@ def compute(ctx: StageContext, todo: pa.Table) -> pa.Table:
     rules = target.info["rules"]
     features = inputs["features"]
     mask = pc.is_in(image_keys(features), value_set=image_keys(todo))
+    failed = _without_features(ctx, todo, features)
     if not pc.any(mask).as_py():
-        return target.output.schema.empty_table()
+        return failed
     # The whole collection goes in (odd size, duplicate keepers are collection-wide); only the
     # todo rows come out.
     result = evaluate(rules, features, rows=mask, vectors=inputs["vectors"],
@@ -146,7 +147,30 @@ def compute(ctx: StageContext, todo: pa.Table) -> pa.Table:
             print(f"stratify: {flag} skipped: {reason}", file=sys.stderr)
         inputs["reported"] = True
     table = result.table
-    return table.append_column("run_id", pa.array([ctx.run_id] * table.num_rows, pa.string()))
+    table = table.append_column("run_id", pa.array([ctx.run_id] * table.num_rows, pa.string()))
+    return pa.concat_tables([table, failed], promote_options="permissive") if failed.num_rows \
+        else table
+
+
+def _without_features(ctx: StageContext, todo: pa.Table, features: pa.Table) -> pa.Table:
+    """Error rows for todo images whose Phase II features failed for good (they cannot be
+    flagged); images whose features are merely not computed yet stay to do."""
+    from exoray.engine.done import error_keys
+
+    if "features_failed" not in ctx.cache:
+        ctx.cache["features_failed"] = error_keys(ctx.store, "features")
+    missing = todo.filter(pc.invert(pc.is_in(image_keys(todo), value_set=image_keys(features))))
+    missing = missing.filter(pc.is_in(image_keys(missing),
+                                      value_set=ctx.cache["features_failed"]))
+    n = missing.num_rows
+    message = pc.binary_join_element_wise(
+        missing["relpath"], pa.scalar(": has no Phase II features (see `exoray errors BASE --phase "
+                                      "features`); fix or replace the file, then rerun features "
+                                      "and stratify with --retry-errors"), "")
+    return pa.table({"image_id": missing["image_id"], "relpath": missing["relpath"],
+                     "fingerprint": missing["fingerprint"],
+                     "run_id": pa.array([ctx.run_id] * n, pa.string()),
+                     "error": pa.array(["no_features"] * n, pa.string()), "message": message})
 
 
 def discover(store: Store) -> list[Target]:

@@ -137,3 +137,12 @@ def test_print_rules_needs_no_base_and_overrides_change_the_version(flagged, tmp
     assert main(["stratify", str(work), "--rules", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "threshhold" in err and "line" in err and len(err.strip().splitlines()) == 1
+
+
+def test_images_whose_features_failed_are_errors_not_forever_to_do(flagged):
+    base, _, truth, _ = flagged
+    from exoray.engine.status import collect_status
+
+    (st,) = [p for p in collect_status(str(base)).phases if p.phase == "stratify"]
+    n_corrupt = sum(t["corrupt"] for t in truth["images"].values())
+    assert (st.done, st.errors, st.remaining) == (st.total - n_corrupt, n_corrupt, 0)
