@@ -7,6 +7,9 @@ was grouped.
 
     python benchmarks/bench_dupes.py                  # 1,000,000 hashes, 1% planted
     python benchmarks/bench_dupes.py --n 200000 --compare-plans
+    python benchmarks/bench_dupes.py --joint          # also with dHashes (the crop rule)
+
+Quality on real photo edits (and old vs new rule side by side): bench_dupes_recall.py.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 import numpy as np
 import pyarrow.compute as pc
 
-from exoray.image import dupes
+from exoray.image import dupes, hash_index
 from exoray.image.dupes import find_hash_duplicates
 
 
@@ -61,6 +64,11 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=20_000, help="brute-force subset size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--joint",
+        action="store_true",
+        help="also time find_hash_duplicates with random dHashes (pHash + dHash crop rule)",
+    )
+    parser.add_argument(
         "--compare-plans",
         action="store_true",
         help="also time the index with 0..3 extra chunks (0 = max_distance+1 chunks)",
@@ -101,6 +109,19 @@ def main() -> None:
         if group_of.get(ids[c]) is None or group_of.get(ids[c]) != group_of.get(ids[b])
     )
     print(f"planted pairs missed: {missed} of {copies.size:,}")
+
+    if args.joint:
+        rng = np.random.default_rng(args.seed + 1)
+        dh = rng.integers(0, 2**64, size=args.n, dtype=np.uint64)
+        dh[copies] = dh[bases]  # planted copies: same dHash, so the joint rule links them too
+        dhash_hex = [f"{int(x):016x}" for x in dh]
+        k, tables = hash_index.plan_joint(args.n, dupes.DEFAULT_MAX_JOINT_DISTANCE)
+        t0 = time.perf_counter()
+        joint = find_hash_duplicates(ids, content, phash_hex, max_distance=d, dhashes=dhash_hex)
+        print(
+            f"with dhashes (joint rule, LSH {tables} tables of {k} bits): "
+            f"{time.perf_counter() - t0:.2f} s -> {joint.num_rows:,} images in groups"
+        )
 
     m = min(args.subset, args.n)
     sub = hashes[:m]

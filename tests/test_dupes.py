@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from exoray.image import dupes
+from exoray.image import dupes, hash_index
 from exoray.image.dupes import (
     SCHEMA,
     find_embedding_duplicates,
@@ -296,6 +296,241 @@ def test_union_find_matches_reference_on_chains_and_random_edges() -> None:
     expected = reference_components(n, set(zip(a.tolist(), b.tolist(), strict=True)))
     assert {frozenset(c) for c in got.values() if len(c) > 1} == expected
     assert all(r == min(got[r]) for r in got)
+
+
+# --------------------------------------------------------------------------------------------
+# the joint pHash + dHash rule (dhashes=): crops
+
+
+def random_dhash(rng: np.random.Generator) -> int:
+    """A 64-bit value with 24..40 set bits (an informative dHash, as photos have)."""
+    while True:
+        value = int(rng.integers(0, 2**63)) | (int(rng.integers(0, 2)) << 63)
+        if 24 <= value.bit_count() <= 40:
+            return value
+
+
+def test_joint_rule_links_crops_that_phash_alone_misses() -> None:
+    rng = np.random.default_rng(4)
+    p, d = 0x0123456789ABCDEF, random_dhash(rng)
+    ids = ["orig", "crop", "sum_too_far", "phash_too_far", "other"]
+    phash = [p, flip(p, list(range(0, 48, 4))),  # 12 bits: beyond max_distance 6
+             flip(p, list(range(1, 49, 4))),  # 12 bits
+             flip(p, list(range(2, 64, 3))[:18]),  # 18 bits: beyond the pHash cap of 16
+             ~p & (2**64 - 1)]
+    dhash = [d, flip(d, [0, 9, 18, 27, 36, 45]),  # 12 + 6 = 18 <= 22
+             flip(d, list(range(3, 63, 5))),  # 12 + 12 = 24 > 22
+             d,  # 18 + 0
+             random_dhash(rng)]
+    content = [f"c{i}" for i in range(5)]
+    ph, dh = [hx(v) for v in phash], [hx(v) for v in dhash]
+    assert find_hash_duplicates(ids, content, ph).num_rows == 0  # pHash alone: no group
+    table = find_hash_duplicates(ids, content, ph, dhashes=dh)
+    assert groups_of(table) == {frozenset({"orig", "crop"})}
+    assert set(kinds_of(table).values()) == {"near"}
+    wider = find_hash_duplicates(ids, content, ph, dhashes=dh, max_joint_distance=24)
+    assert groups_of(wider) == {frozenset({"orig", "crop", "sum_too_far"})}
+    # pHash links still count with dhashes, whatever the dHash says
+    close = [hx(p), hx(flip(p, [1, 2, 3])), hx(0), hx(2**64 - 1), hx(0xF0F0F0F0F0F0F0F0)]
+    assert groups_of(find_hash_duplicates(ids, content, close, dhashes=dh)) == {
+        frozenset({"orig", "crop"})}
+
+
+def test_joint_rule_ignores_near_empty_dhashes() -> None:
+    # A smooth sky or a blank page: dHash has few set bits and matches every other smooth image.
+    p = 0x0123456789ABCDEF
+    ids = ["a", "b"]
+    phash = [hx(p), hx(flip(p, list(range(0, 40, 4))))]  # 10 bits apart
+    for bits, grouped in ((0x3, False), (0x7F, False), (0xFF, True), (2**64 - 1 - 0x7F, False)):
+        table = find_hash_duplicates(ids, ["1", "2"], phash, dhashes=[hx(bits), hx(bits)])
+        assert (table.num_rows == 2) is grouped, hex(bits)
+
+
+def test_joint_rule_inputs() -> None:
+    ids, content = ["a", "b", "c"], ["1", "2", "3"]
+    phash = [hx(1), hx(2), hx(3)]
+    with pytest.raises(ValueError, match="'b'.*dhash|dhash.*'b'"):
+        find_hash_duplicates(ids, content, phash, dhashes=[hx(5), "xyz", None])
+    with pytest.raises(ValueError, match="same length"):
+        find_hash_duplicates(ids, content, phash, dhashes=[hx(5)])
+    with pytest.raises(ValueError, match="max_joint_distance"):
+        find_hash_duplicates(ids, content, phash, dhashes=[hx(5)] * 3, max_joint_distance=128)
+    with pytest.raises(TypeError, match="dhashes"):
+        find_hash_duplicates(ids, content, phash, dhashes=[1, 2, 3])
+    # a missing dHash (or pHash) only leaves that image out of the joint rule
+    rng = np.random.default_rng(0)
+    d = random_dhash(rng)
+    p = 0x0123456789ABCDEF
+    phash = [hx(p), hx(flip(p, list(range(0, 40, 4)))), None]
+    table = find_hash_duplicates(ids, content, phash, dhashes=[hx(d), hx(d), hx(d)])
+    assert groups_of(table) == {frozenset({"a", "b"})}
+    table = find_hash_duplicates(ids, content, phash, dhashes=[hx(d), "", hx(d)])
+    assert table.num_rows == 0
+
+
+def planted_pairs(n_random: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random (pHash, dHash) pairs plus copies at joint distances 0..26, pHash part 0..18."""
+    rng = np.random.default_rng(seed)
+    p = rng.integers(0, 2**64, size=n_random, dtype=np.uint64)
+    d = rng.integers(0, 2**64, size=n_random, dtype=np.uint64)
+    extra_p, extra_d = [], []
+    for joint in range(27):
+        for src in rng.choice(n_random, size=30, replace=False):
+            dp = int(rng.integers(0, min(joint, 18) + 1))
+            extra_p.append(flip(int(p[src]), rng.choice(64, size=dp, replace=False).tolist()))
+            extra_d.append(flip(int(d[src]), rng.choice(64, size=joint - dp, replace=False).tolist()))
+    return (np.concatenate([p, np.array(extra_p, dtype=np.uint64)]),
+            np.concatenate([d, np.array(extra_d, dtype=np.uint64)]))
+
+
+def brute_joint(p: np.ndarray, d: np.ndarray, max_joint: int, max_phash: int = 16) -> dict:
+    """{(i, j): joint distance} for every pair within the joint rule, all pairs compared."""
+    dp = np.bitwise_count(p[:, None] ^ p[None, :]).astype(int)
+    joint = dp + np.bitwise_count(d[:, None] ^ d[None, :])
+    i, j = np.nonzero(np.triu((dp <= max_phash) & (joint <= max_joint), k=1))
+    return {(a, b): int(joint[a, b]) for a, b in zip(i.tolist(), j.tolist(), strict=True)}
+
+
+@pytest.mark.parametrize("max_joint", [12, 22, 26])
+def test_joint_search_finds_what_brute_force_finds(max_joint: int) -> None:
+    p, d = planted_pairs(2500, seed=max_joint)
+    expected = brute_joint(p, d, max_joint)
+    assert len(expected) > 300
+    found: set[tuple[int, int]] = set()
+    for a, b in hash_index.iter_joint_pairs(p, d, max_joint, 16, pair_budget=4000):
+        assert a.size <= 4000
+        found.update((min(x, y), max(x, y)) for x, y in zip(a.tolist(), b.tolist(), strict=True))
+    assert found <= set(expected)  # every pair yielded is verified
+    missed = [t for pair, t in expected.items() if pair not in found]
+    # A pair at the radius is missed with probability <= JOINT_MISS, closer pairs far less.
+    assert all(t > max_joint - 4 for t in missed), missed
+    assert len(missed) <= max(2, 3 * hash_index.JOINT_MISS * len(expected))
+    # the plan keeps its promise
+    k, tables = hash_index.plan_joint(p.size, max_joint)
+    miss = (1 - hash_index.joint_hit_probability(k, max_joint)) ** tables
+    assert miss <= hash_index.JOINT_MISS
+
+
+def test_joint_search_same_pairs_whatever_the_order() -> None:
+    p, d = planted_pairs(1000, seed=3)
+    perm = np.random.default_rng(1).permutation(p.size)
+
+    def pairs(pp: np.ndarray, dd: np.ndarray, names: np.ndarray) -> set[tuple[int, int]]:
+        out = set()
+        for a, b in hash_index.iter_joint_pairs(pp, dd, 22, 16):
+            out.update((min(x, y), max(x, y)) for x, y in
+                       zip(names[a].tolist(), names[b].tolist(), strict=True))
+        return out
+
+    assert pairs(p, d, np.arange(p.size)) == pairs(p[perm], d[perm], perm)
+
+
+def test_joint_search_giant_bucket_in_bounded_slices() -> None:
+    # 800 pairs that agree on all but 12 pHash bits and 12 dHash bits: most tables put them in
+    # one bucket, so the long-run path enumerates hundreds of thousands of pairs in slices.
+    rng = np.random.default_rng(9)
+    low = rng.choice(2**24, size=800, replace=False).astype(np.uint64)
+    p = np.uint64(0x0123456789ABCDEF & ~(2**12 - 1)) | (low & np.uint64(2**12 - 1))
+    d = np.uint64(0x0F1E2D3C4B5A6978 & ~(2**12 - 1)) | (low >> np.uint64(12))
+    n = p.size
+    expected = brute_joint(p, d, 22)
+    packed = []
+    for a, b in hash_index.iter_joint_pairs(p, d, 22, 16, pair_budget=20_000):
+        assert a.size <= 20_000
+        packed.append(np.minimum(a, b) * n + np.maximum(a, b))
+    found = np.unique(np.concatenate(packed))
+    want = np.array(sorted(i * n + j for i, j in expected))
+    assert np.isin(found, want).all() and found.size >= 0.99 * want.size
+
+
+def test_find_hash_duplicates_with_dhashes_matches_reference_grouping() -> None:
+    p, d = planted_pairs(1500, seed=5)
+    n = p.size
+    ids = [f"{i:05d}" for i in range(n)]
+    content = [f"c{i}" for i in range(n)]
+    table = find_hash_duplicates(ids, content, [hx(int(v)) for v in p],
+                                 dhashes=[hx(int(v)) for v in d])
+    got = groups_of(table)
+
+    def grouping(max_joint: int) -> set[frozenset[str]]:
+        pairs = brute_pairs(p, D) | set(brute_joint(p, d, max_joint))
+        return {frozenset(ids[i] for i in c) for c in reference_components(n, pairs)}
+
+    # Pairs well inside the default radius (22) are never missed; nothing beyond it is linked.
+    strict, loose = grouping(18), grouping(22)
+    assert all(any(c <= g for g in got) for c in strict)
+    assert all(any(g <= c for c in loose) for g in got)
+    # input order does not matter
+    perm = np.random.default_rng(2).permutation(n)
+    again = find_hash_duplicates([ids[i] for i in perm], [content[i] for i in perm],
+                                 [hx(int(p[i])) for i in perm],
+                                 dhashes=[hx(int(d[i])) for i in perm])
+    assert again.equals(table)
+
+
+# --------------------------------------------------------------------------------------------
+# real photos (scikit-image): crops grouped, unrelated photos apart
+
+
+def _jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _edits(pixels: np.ndarray) -> dict[str, bytes]:
+    """The outside check's edits: resize 50 %, JPEG 40, +20 % brightness, crops per side."""
+    from PIL import Image, ImageEnhance
+
+    im = Image.fromarray(pixels)
+    h, w = pixels.shape[:2]
+
+    def crop(f: float) -> np.ndarray:
+        dy, dx = round(f * h), round(f * w)
+        return pixels[dy : h - dy, dx : w - dx]
+
+    return {
+        "original": _jpeg(pixels),
+        "resize50": _jpeg(np.asarray(im.resize((w // 2, h // 2), Image.LANCZOS))),
+        "jpeg40": _jpeg(pixels, 40),
+        "bright20": _jpeg(np.asarray(ImageEnhance.Brightness(im).enhance(1.2))),
+        "crop2.5": _jpeg(crop(0.025)),
+        "crop5": _jpeg(crop(0.05)),
+    }
+
+
+def test_real_photo_crops_grouped_and_other_photos_apart() -> None:
+    data = pytest.importorskip(
+        "skimage.data", reason="scikit-image is not installed (pip install scikit-image): "
+        "no real photos to test on")
+    from exoray.image.cheap_features import compute_features
+
+    files: dict[str, bytes] = {}
+    for name in ("astronaut", "coffee", "rocket"):
+        for edit, blob in _edits(np.ascontiguousarray(getattr(data, name)())).items():
+            files[f"{name}/{edit}"] = blob
+    # Unrelated: other photos, and quadrants of the edited ones (same photo, other framing).
+    for name in ("camera", "chelsea", "coins", "moon"):
+        files[f"{name}/original"] = _jpeg(np.ascontiguousarray(getattr(data, name)()))
+    for name in ("astronaut", "coffee"):
+        pixels = getattr(data, name)()
+        h, w = pixels.shape[:2]
+        files[f"{name}-quadrant/original"] = _jpeg(np.ascontiguousarray(pixels[: h // 2, : w // 2]))
+    ids = sorted(files)
+    rows = [compute_features(files[i], name=i) for i in ids]
+    content = [r["content_hash"] for r in rows]
+    phash, dhash = [r["phash"] for r in rows], [r["dhash"] for r in rows]
+
+    expected = {frozenset(i for i in ids if i.startswith(f"{name}/"))
+                for name in ("astronaut", "coffee", "rocket")}
+    assert groups_of(find_hash_duplicates(ids, content, phash, dhashes=dhash)) == expected
+    # pHash alone (the old rule) leaves crops out: that is what dHash fixes
+    old = groups_of(find_hash_duplicates(ids, content, phash))
+    assert old != expected and all(any(g <= e for e in expected) for g in old)
 
 
 # --------------------------------------------------------------------------------------------
