@@ -184,8 +184,8 @@ def test_duplicates_keeper_and_near_duplicates():
                       "kind": ["near", "near", "near", "exact", "exact", "near", "near", "near"]})
     ev = evaluate(load_rules(), table, duplicates=dupes)
     assert flags(ev, "redundant") == [False, True, True, False, True, False, True, False]
-    # near_duplicate (quality's issue): groups that are not all byte-identical
-    assert flags(ev, "near_duplicate") == [True, True, True, False, False, False, True, True]
+    # near_duplicate: every member of any duplicate group, byte-identical copies included
+    assert flags(ev, "near_duplicate") == [True, True, True, True, True, False, True, True]
     assert set(ev.table["redundant_evidence"].to_pylist()) == {"dupes"}
     assert flags(ev, "high_quality")[:3] == [True, False, False]
     assert not any("perceptual hashes" in n for n in ev.notes)
