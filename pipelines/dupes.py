@@ -52,12 +52,14 @@ def run(base: str | os.PathLike[str], *, max_distance: int = 6, model: str | Non
     """Group duplicates and publish ``features/dupes.parquet``; returns a summary dict."""
     store = _store(base)
     _require_manifest(store)
-    feats = read_features(store, ["image_id", "fingerprint", "relpath", "content_hash", "phash"])
+    feats = read_features(store, ["image_id", "fingerprint", "relpath", "content_hash", "phash",
+                                  "dhash"])
     if feats.num_rows == 0:
         raise FileNotFoundError(f"no Phase II features in {store.location}; run "
                                 f"`exoray features {store.location}` first")
+    # dHash as a second, independent signal catches crops pHash alone misses (see image/dupes).
     tables = [find_hash_duplicates(feats["image_id"], feats["content_hash"], feats["phash"],
-                                   max_distance=max_distance)]
+                                   max_distance=max_distance, dhashes=feats["dhash"])]
     if model is not None:
         from exoray.image.dupes import find_embedding_duplicates
         from exoray.index.embeddings import read_current_embeddings
