@@ -72,8 +72,8 @@ def main() -> None:
                                    rng.integers(0, 2**63, args.rows, dtype=np.int64).tolist()]),
                 "run_id": pa.array(["benchrun"] * args.rows, pa.string()),
             })
-            write_part(store, layout.FEATURES, table, run_id="benchrun", task=p % 8,
-                       seq=f"{p:08x}")
+            write_part(store, layout.FEATURES, table, run_id="benchrun",
+                       key=("image_id", "fingerprint"))
         print(f"  wrote parts in {time.perf_counter() - started:.1f}s (not counted)", flush=True)
 
         changed = rng.choice(n, args.changed, replace=False)
