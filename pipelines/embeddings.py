@@ -11,11 +11,11 @@ from exoray.engine.runner import RunResult, Stage, run_phase
 from exoray.engine.schemas import EMBEDDINGS_KEY, EMBEDDINGS_SCHEMA
 from exoray.engine.spec import Option, Output, PhaseSpec, StageContext, Target
 from exoray.engine.stages.embed import DecodeWorker, EmbedWorker, embedding_rows
-from exoray.image.decode import DEFAULT_MAX_PIXELS
 from exoray.index.embeddings import embedding_sets, remember_model
 from exoray.storage import layout
 from exoray.storage.store import Store
 from exoray.util.cli_types import positive_int, positive_int_arg
+from pipelines.features import MAX_PIXELS_OPTION
 
 EMBEDDINGS = Output("embeddings", EMBEDDINGS_SCHEMA, EMBEDDINGS_KEY)
 MODEL_ACTOR_CPUS = 0.25  # torch uses its own threads; the reservation only has to leave room
@@ -148,8 +148,7 @@ SPEC = PhaseSpec(
         Option("gpu_share", None, "fraction of one GPU per model actor (default: per model, "
                "0.5 so CLIP and DINO share one GPU)", type=float),
         Option("device", None, "cuda / cpu (default: cuda when available)"),
-        Option("max_pixels", DEFAULT_MAX_PIXELS,
-               "larger images are refused as decompression bombs", type=positive_int_arg),
+        MAX_PIXELS_OPTION,
     ),
     resolve=resolve,
     stages=stages,

@@ -16,6 +16,10 @@ from exoray.storage.store import Store
 from exoray.util.cli_types import positive_int, positive_int_arg
 
 FEATURES = Output("features", FEATURES_SCHEMA)
+# Shared by every phase that decodes images.
+MAX_PIXELS_OPTION = Option("max_pixels", DEFAULT_MAX_PIXELS,
+                           "larger images are refused as decompression bombs",
+                           type=positive_int_arg)
 
 
 def _target() -> Target:
@@ -48,8 +52,7 @@ SPEC = PhaseSpec(
     outputs=(FEATURES,),
     options=(
         Option("batch_size", 16, "images per actor batch", type=positive_int_arg),
-        Option("max_pixels", DEFAULT_MAX_PIXELS,
-               "larger images are refused as decompression bombs", type=positive_int_arg),
+        MAX_PIXELS_OPTION,
         Option("max_actors", None, "at most this many feature actors (default: one per core)",
                type=positive_int_arg),
     ),

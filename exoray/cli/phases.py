@@ -36,14 +36,12 @@ def _handler(spec: PhaseSpec):
         from exoray.engine.runner import run_phase
 
         options = {o.name: getattr(args, o.name) for o in spec.options}
-        for name, action in spec.actions.items():
-            if options.pop(name, False):
-                print(action(options), end="")
-                return 0
+        asked = [name for name in spec.actions if options.pop(name, False)]
+        if asked:
+            print(spec.actions[asked[0]](options), end="")
+            return 0
         if args.base is None:
             raise ValueError(f"exoray {spec.name} needs a BASE folder")
-        for name in spec.actions:
-            options.pop(name, None)
         result = run_phase(spec, args.base, retry_errors=args.retry_errors,
                            part_rows=args.part_rows, estimate=args.estimate,
                            subset=args.subset, show_progress=not args.quiet, **options)

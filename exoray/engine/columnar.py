@@ -35,7 +35,7 @@ def execute_columnar(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table,
     folders = [t.folder for t in targets]
     started = time.perf_counter()
     status = "failed"
-    fence = _DriverFence(store, spec.name, run_id)
+    fence = Fence(store, spec.name, run_id, check_orphan=False)
     try:
         with ProgressMonitor(store, folders, layout.errors_folder(spec.name), run_id,
                              todo.num_rows, spec.name, enabled=show_progress):
@@ -56,14 +56,3 @@ def execute_columnar(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table,
     return RunResult(run_id, spec.name, todo.num_rows, record.processed, record.errors,
                      time.perf_counter() - started)
 
-
-class _DriverFence(Fence):
-    """The lease check alone: the driver publishes itself, there is no raylet to be orphaned by."""
-
-    def __init__(self, store: Store, phase: str, run_id: str) -> None:
-        super().__init__(store, phase, run_id)
-        self.parent = None
-
-    def __call__(self) -> None:
-        self.parent = os.getppid()  # never "orphaned": only the lease decides
-        super().__call__()

@@ -24,9 +24,9 @@ from exoray.storage import layout
 from exoray.storage.lease import LeaseKeeper, take_lease
 from exoray.storage.parts import (
     QUARANTINE,
-    _read_one,
     list_parts,
     quarantine_part,
+    read_part,
     read_parts,
     sweep,
     temporaries,
@@ -47,7 +47,7 @@ def check_folder(store: Store, folder: str, key: tuple[str, ...]) -> dict[str, A
     parts = list_parts(store, folder)
     corrupt, rows, keys = [], 0, []
     for part in parts:
-        got = _read_one(store, folder, part, list(key))
+        got = read_part(store, folder, part, list(key))
         if isinstance(got, str):
             corrupt.append(f"{part.name}: {got}")
             continue

@@ -118,7 +118,8 @@ def run_phase(spec: PhaseSpec, base: str | os.PathLike[str], *, retry_errors: bo
         raise ValueError(f"part_rows must be a positive integer, got {part_rows!r}")
     opts = spec.resolve_options(options)
     store = Store(base)
-    require_manifest(store)
+    if not store.exists(layout.MANIFEST):  # compute_todo reads it; no second read here
+        require_manifest(store)
     targets = spec.resolve(store, opts)
     if estimate:
         pending = compute_todo(store, spec, targets, retry_errors=retry_errors, subset=subset)

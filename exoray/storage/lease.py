@@ -142,12 +142,15 @@ class LeaseKeeper:
 class Fence:
     """Called right before each publish inside a write task; raises :class:`LeaseLost`."""
 
-    def __init__(self, store: Store, phase: str, run_id: str) -> None:
+    def __init__(self, store: Store, phase: str, run_id: str, *,
+                 check_orphan: bool = True) -> None:
+        """``check_orphan``: a Ray worker whose raylet died withholds its part; the driver
+        publishing itself (columnar phases) has no such parent to lose."""
         self.store, self.phase, self.run_id = store, phase, run_id
-        self.parent = os.getppid()
+        self.parent = os.getppid() if check_orphan else None
 
     def __call__(self) -> None:
-        if os.getppid() != self.parent:
+        if self.parent is not None and os.getppid() != self.parent:
             raise LeaseLost(f"run {self.run_id} was killed; not publishing its last part "
                             "(the rerun does these images again)")
         holder = lease_holder(self.store, self.phase)

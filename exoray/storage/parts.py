@@ -200,7 +200,7 @@ def deduplicate(table: pa.Table, key: Sequence[str]) -> pa.Table:
     return table.take(pc.take(last, pc.sort_indices(last)))  # kept rows, in read order
 
 
-def _read_one(store: Store, folder: str, part: PartInfo, columns: list[str] | None
+def read_part(store: Store, folder: str, part: PartInfo, columns: list[str] | None
               ) -> pa.Table | str:
     """The part's rows, or a reason string if the part is really corrupt.
 
@@ -248,7 +248,7 @@ def read_parts(
         return _empty(schema, wanted)
 
     def read(part: PartInfo) -> pa.Table | None:
-        got = _read_one(store, folder, part, read_cols)
+        got = read_part(store, folder, part, read_cols)
         if isinstance(got, str):
             if quarantine:
                 quarantine_part(store, folder, part.name, reason=got)
