@@ -67,8 +67,54 @@ def _inputs(ctx: StageContext) -> dict[str, Any]:
     ctx.cache["features"] = read_features(store, columns)
     ctx.cache["duplicates"] = _duplicates(store)
     ctx.cache["vectors"], ctx.cache["text_vectors"] = _clip_inputs(store, rules)
+    ctx.cache["evidence"] = read_evidence(store, rules)
     ctx.cache["reported"] = False
     return ctx.cache
+
+
+def read_evidence(store: Store, rules: Any) -> dict[str, pa.Table]:
+    """Phase V per-image tables the rules refer to (newest model id of each task), current
+    files only; a task that has not run is simply absent (its flags use other evidence)."""
+    from exoray.engine.readers import read_output
+    from exoray.engine.registry import get_phase, phase_names
+
+    out = {}
+    for task, columns in sorted(rules.evidence_tables().items()):
+        if task not in phase_names():
+            continue  # evaluate() names the unknown table in the flag's skip message
+        known = get_phase(task).outputs[0].schema.names
+        try:  # a column the task does not write is named by evaluate() in the skip message
+            out[task] = read_output(store, task, columns=[
+                "image_id", *sorted(c for c in columns if c in known)])
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def stale_flags(store: Store, target: Target) -> pa.Array | None:
+    """Flagged images that have Phase V evidence now but were flagged without it: redone, so
+    a flag computed before OCR or detection ran gets the stronger evidence."""
+    from exoray.storage.parts import read_parts
+
+    rules = target.info.get("rules")
+    if rules is None or not store.is_dir(target.folder):
+        return None
+    evidence = read_evidence(store, rules)
+    if not evidence:
+        return None
+    flags = read_parts(store, target.folder, None, key=KEY)
+    if flags.num_rows == 0:
+        return None
+    used = [c for c in flags.column_names if c.endswith("_evidence")]
+    stale = pa.array([False] * flags.num_rows)
+    for task, table in evidence.items():
+        has = pc.is_in(flags["image_id"], value_set=table["image_id"])
+        mentioned = pa.array([False] * flags.num_rows)
+        for column in used:
+            mentioned = pc.or_(mentioned, pc.fill_null(
+                pc.match_substring(flags[column], task), False))
+        stale = pc.or_(stale, pc.and_(has, pc.invert(mentioned)))
+    return pc.unique(image_keys(flags.filter(stale)))
 
 
 def _duplicates(store: Store) -> pa.Table | None:
@@ -141,7 +187,8 @@ def compute(ctx: StageContext, todo: pa.Table) -> pa.Table:
     # The whole collection goes in (odd size, duplicate keepers are collection-wide); only the
     # todo rows come out.
     result = evaluate(rules, features, rows=mask, vectors=inputs["vectors"],
-                      text_vectors=inputs["text_vectors"], duplicates=inputs["duplicates"])
+                      text_vectors=inputs["text_vectors"], duplicates=inputs["duplicates"],
+                      evidence=inputs["evidence"])
     if result.skipped and not inputs["reported"]:
         for flag, reason in sorted(result.skipped.items()):
             print(f"stratify: {flag} skipped: {reason}", file=sys.stderr)
@@ -235,6 +282,7 @@ SPEC = PhaseSpec(
     discover=discover,
     default_part_rows=50_000,
     finish=join_into_manifest,
+    stale=stale_flags,
     actions={"print_rules": _print_rules},
     next_step="exoray subsets {base}   # counts per flag; then --subset 'photo and not dark'",
 )

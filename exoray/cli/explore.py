@@ -71,6 +71,8 @@ def _emit(rows: list[dict[str, Any]], as_json: bool, line: str) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    if args.text_in_image is not None:
+        return _search_text_in_image(args)
     from exoray.explore import Explorer
 
     ex = Explorer(_store(args.base).location, args.model)
@@ -82,6 +84,24 @@ def cmd_search(args: argparse.Namespace) -> int:
     if ex.last_query_saved:
         print(f"saved the query vector to {ex.store.uri(ex.last_query_saved)}; asking it again "
               "needs no model load", file=sys.stderr)
+    return 0
+
+
+def _search_text_in_image(args: argparse.Namespace) -> int:
+    """OCR text search: images whose read text holds every word, with the matching lines."""
+    from exoray.semantics import search_text
+
+    model = None if args.model == "clip" else args.model  # --model picks an OCR model here
+    results = search_text(_store(args.base).location, args.text_in_image, model=model,
+                          limit=args.k)
+    if args.json:
+        print(json.dumps(results, indent=2, default=_jsonable))
+    else:
+        for rank, r in enumerate(results, 1):
+            lines = " | ".join(li["text"] for li in r["lines"])
+            print(f"{rank:>4}  {r['relpath']}  {lines}")
+    if not results:
+        print(f"no OCR text contains {args.text_in_image!r}", file=sys.stderr)
     return 0
 
 
@@ -123,8 +143,11 @@ def add_explore_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> No
     p.set_defaults(handler=cmd_index)
 
     p = _navigation_parser(sub, parents, "search",
-                           "search by --text (CLIP), --image FILE or --id IMAGE_ID", cmd_search)
+                           "search by --text (CLIP), --image FILE, --id IMAGE_ID, or "
+                           "--text-in-image WORDS (OCR)", cmd_search)
     q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--text-in-image", metavar="WORDS",
+                   help="images whose OCR text (Phase V ocr) contains all these words")
     q.add_argument("--text", help="a text query (needs a text encoder: clip)")
     q.add_argument("--image", help="a query image file")
     q.add_argument("--id", help="an image_id of BASE")

@@ -46,7 +46,7 @@ def cmd_dupes(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from exoray.engine.status import collect_status, format_status
 
-    st = collect_status(args.base)
+    st = collect_status(args.base, subset=args.subset)
     print(st.to_json() if args.json else format_status(st))
     return 0
 
@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="what is done, read from BASE alone", parents=parents)
     p.add_argument("base")
     p.add_argument("--json", action="store_true", help="structured status")
+    p.add_argument("--subset", metavar="EXPR",
+                   help="count only the images of a Phase IV subset, e.g. 'text_heavy' (default: "
+                        "each phase's last run's subset, else all images)")
     p.set_defaults(handler=cmd_status)
 
     from exoray.engine.registry import phase_names

@@ -30,8 +30,10 @@ def read_output(base: str | os.PathLike[str] | Store, phase: str, target: str | 
     if target is not None:
         targets = [t for t in targets if t.label == target or t.label.split(":")[0] == target]
     if not targets:
+        command = f"exoray {spec.group} {store.location} --task {phase}" if spec.group \
+            else f"exoray {phase} {store.location}"
         raise FileNotFoundError(f"no {phase} output{' ' + target if target else ''} in "
-                                f"{store.location}; run `exoray {phase} {store.location}` first")
+                                f"{store.location}; run `{command}` first")
     chosen = targets[0]
     wanted = list(columns) if columns is not None else None
     read_cols = None if wanted is None else list(dict.fromkeys([*wanted, "image_id",

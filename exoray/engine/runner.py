@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,14 @@ class RunResult:
     events: list[dict[str, Any]] = field(default_factory=list)
     eta_seconds: float | None = None
     estimate_only: bool = False
+    eta_source: str = ""  # where the rate came from: "the last run's rate", "a timed batch", ...
+
+    def eta_text(self) -> str:
+        if self.eta_seconds is None:
+            return "no earlier run to estimate the time from"
+        minutes = self.eta_seconds / 60
+        span = f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+        return f"about {span} ({self.eta_source})"
 
     @property
     def images_per_s(self) -> float:
@@ -65,9 +74,7 @@ class RunResult:
 
     def __str__(self) -> str:
         if self.estimate_only:
-            eta = (f"about {self.eta_seconds / 60:.1f} min at the last run's rate"
-                   if self.eta_seconds is not None else "no earlier run to estimate the time from")
-            return f"{self.phase}: {self.todo} images to do; {eta}"
+            return f"{self.phase}: {self.todo} images to do; {self.eta_text()}"
         if self.run_id is None:
             return f"{self.phase}: nothing to do (every image is done or has a permanent error)"
         return (f"{self.phase}: {self.processed} images done, {self.errors} errors, "
@@ -96,16 +103,40 @@ def compute_todo(store: Store, spec: PhaseSpec, targets: list[Target], *, retry_
     any_need = None
     for target in targets:
         done = done_keys(store, target.folder, quarantine=quarantine)
+        stale = spec.stale(store, target) if spec.stale is not None else None
+        if stale is not None and len(stale) and len(done):
+            done = done.filter(pc.invert(pc.is_in(done, value_set=stale)))
         mask = pending_mask(images, pa.concat_arrays([done, failed]))
         images = images.append_column(target.need_column, mask)
         any_need = mask if any_need is None else pc.or_(any_need, mask)
     return images.filter(any_need) if any_need is not None else images
 
 
-def last_rate(store: Store, phase: str) -> float | None:
+def last_rate(store: Store, phase: str, folders: list[str] | None = None) -> float | None:
+    """Images/s of the newest finished run of ``phase`` that wrote all of ``folders`` (the same
+    model ids: a run of another model says nothing about this one's speed)."""
     runs = read_runs(store)
     runs = runs.filter(pc.and_(pc.equal(runs["phase"], phase), pc.is_valid(runs["images_per_s"])))
-    return runs["images_per_s"][-1].as_py() if runs.num_rows else None
+    for row in reversed(runs.select(["targets", "images_per_s", "processed"]).to_pylist()):
+        if folders and not set(folders) <= set(row["targets"] or []):
+            continue
+        if row["images_per_s"] and row["processed"]:
+            return row["images_per_s"]
+    return None
+
+
+def estimate_run(store: Store, spec: PhaseSpec, targets: list[Target], opts: dict[str, Any],
+                 pending: pa.Table) -> RunResult:
+    """What is left and how long it should take: the last run of the same model(s) on this
+    BASE, else a short timed batch on this machine (for phases that can calibrate)."""
+    rate = last_rate(store, spec.name, [t.folder for t in targets])
+    source = "at the last run's rate"
+    if rate is None and spec.calibrate is not None and pending.num_rows:
+        seconds = spec.calibrate(store, targets, opts, pending.slice(0, 16))
+        if seconds:
+            rate, source = 1 / seconds, f"model time of a timed batch here: {seconds:.2f} s/image"
+    return RunResult(None, spec.name, pending.num_rows, 0, 0, 0.0, estimate_only=True,
+                     eta_seconds=pending.num_rows / rate if rate else None, eta_source=source)
 
 
 def run_phase(spec: PhaseSpec, base: str | os.PathLike[str], *, retry_errors: bool = False,
@@ -123,9 +154,7 @@ def run_phase(spec: PhaseSpec, base: str | os.PathLike[str], *, retry_errors: bo
     targets = spec.resolve(store, opts)
     if estimate:
         pending = compute_todo(store, spec, targets, retry_errors=retry_errors, subset=subset)
-        rate = last_rate(store, spec.name)
-        return RunResult(None, spec.name, pending.num_rows, 0, 0, 0.0, estimate_only=True,
-                         eta_seconds=pending.num_rows / rate if rate else None)
+        return estimate_run(store, spec, targets, opts, pending)
     run_id = new_run_id()
     take_lease(store, spec.name, run_id)
     with LeaseKeeper(store, spec.name, run_id):
@@ -136,6 +165,12 @@ def run_phase(spec: PhaseSpec, base: str | os.PathLike[str], *, retry_errors: bo
                                subset=subset)
         if pending.num_rows == 0:
             return RunResult(None, spec.name, 0, 0, 0, 0.0)
+        if show_progress:
+            rate = last_rate(store, spec.name, [t.folder for t in targets])
+            eta = RunResult(None, spec.name, pending.num_rows, 0, 0, 0.0, estimate_only=True,
+                            eta_seconds=pending.num_rows / rate if rate else None,
+                            eta_source="at the last run's rate")
+            print(f"{eta}{' of subset ' + repr(subset) if subset else ''}", file=sys.stderr)
         pending = pending.append_column("run_id", pa.array([run_id] * pending.num_rows,
                                                            pa.string()))
         result = _execute(spec, store, run_id, pending, targets, opts, part_rows=part_rows,

@@ -82,7 +82,7 @@ class Option:
         parser.add_argument(cli_name or self.cli, **kwargs)
 
     def _help(self) -> str:
-        if self.flag:
+        if self.flag or self.default is None:
             return self.help
         default = ", ".join(map(str, self.default)) if isinstance(self.default, (list, tuple)) \
             else self.default
@@ -129,6 +129,14 @@ class PhaseSpec:
     finish: Callable[[Store], Any] | None = None
     # Flag options that print something and run nothing (no BASE needed), e.g. print_rules.
     actions: dict[str, Callable[[dict[str, Any]], str]] = field(default_factory=dict)
+    # (store, target) -> ``image_id|fingerprint`` keys whose stored rows are out of date and
+    # must be recomputed although present (e.g. flags computed before OCR evidence existed).
+    stale: Callable[[Store, Target], Any] | None = None
+    # Phases sharing one CLI command: ``exoray semantics BASE --task NAME`` (Phase V tasks).
+    group: str = ""
+    # (store, targets, options, todo) -> seconds per image on this machine, from a short timed
+    # batch; the estimate uses it when no earlier run of the same model says how fast it is.
+    calibrate: Callable[[Store, list[Target], dict[str, Any], Any], float | None] | None = None
 
     def option(self, name: str) -> Option:
         for opt in self.options:

@@ -50,6 +50,7 @@ class StoreStatus:
     images_present: int
     images_deleted: int
     phases: list[PhaseStatus]
+    subset: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str, indent=2)
@@ -64,8 +65,11 @@ def _last_run(runs: pa.Table, phase: str, folder: str) -> dict[str, Any] | None:
     if not rows:
         return None
     row = rows[-1]
-    return {k: row[k] for k in ("run_id", "status", "started_at", "finished_at", "seconds",
-                                "processed", "errors", "images_per_s", "model_id")}
+    out = {k: row[k] for k in ("run_id", "status", "started_at", "finished_at", "seconds",
+                               "processed", "errors", "images_per_s", "model_id")}
+    options = json.loads(row["options"]) if row.get("options") else {}
+    out["subset"] = options.get("subset") if isinstance(options, dict) else None
+    return out
 
 
 def target_status(store: Store, spec: PhaseSpec, target: Target, images: pa.Table,
@@ -91,7 +95,26 @@ def target_status(store: Store, spec: PhaseSpec, target: Target, images: pa.Tabl
     return st
 
 
-def collect_status(base: str) -> StoreStatus:
+class _Subsets:
+    """Images of each subset expression, computed once per status call."""
+
+    def __init__(self, store: Store, images: pa.Table) -> None:
+        self.store, self.images, self._cache = store, images, {}
+
+    def __call__(self, expr: str | None) -> pa.Table:
+        if not expr:
+            return self.images
+        if expr not in self._cache:
+            from exoray.engine.subsets import subset_mask
+
+            self._cache[expr] = self.images.filter(subset_mask(self.store, expr, self.images,
+                                                               quiet=True))
+        return self._cache[expr]
+
+
+def collect_status(base: str, subset: str | None = None) -> StoreStatus:
+    """Per phase target: done / errors / left of all present images, or of ``subset`` (else of
+    the subset its last run selected, e.g. a Phase V task run on ``text_heavy``)."""
     store = Store(base)
     if not store.is_dir(""):
         raise FileNotFoundError(f"BASE {store.location} does not exist; check the path (exoray "
@@ -102,18 +125,28 @@ def collect_status(base: str) -> StoreStatus:
     images = present_images(manifest)
     runs = read_runs(store)
     errors = read_errors(store)
+    subsets = _Subsets(store, images)
+    if subset:
+        subsets(subset)  # a bad expression fails before anything is printed
     phases = []
     for spec in phase_specs():
         targets = spec.discover(store)
         for target in targets:
             label = spec.name if len(spec.outputs) == 1 and target.label == spec.name \
                 else f"{spec.name}:{target.label}"
-            st = target_status(store, spec, target, images, runs, errors, label)
+            expr = subset or (_last_run(runs, spec.name, target.folder) or {}).get("subset")
+            try:
+                selected = subsets(expr)
+            except ValueError:  # the flags that subset named are gone: count all images
+                selected, expr = images, None
+            st = target_status(store, spec, target, selected, runs, errors, label)
+            if expr:
+                st.extra["subset"] = expr
             if spec.name == "embed":
                 _add_index_coverage(store, st, target)
             phases.append(st)
     return StoreStatus(store.location, manifest_root(store), manifest.num_rows, images.num_rows,
-                       manifest.num_rows - images.num_rows, phases)
+                       manifest.num_rows - images.num_rows, phases, subset)
 
 
 def _add_index_coverage(store: Store, st: PhaseStatus, target: Target) -> None:
@@ -154,6 +187,8 @@ def format_status(st: StoreStatus) -> str:
         return f"{st.base}: no manifest yet; run `exoray manifest {st.base} --images DIR`"
     lines = [f"BASE {st.base}", f"images  {st.images_present} present, {st.images_deleted} deleted "
              f"(root {st.image_root})"]
+    if st.subset:
+        lines.append(f"subset  {st.subset!r}: counts below are of the images it selects")
     for p in st.phases:
         pct = 100.0 * (p.done + p.errors) / p.total if p.total else 100.0
         line = (f"{p.phase:<14} {p.done}/{p.total} done, {p.errors} errors, {p.parts} parts "
@@ -167,6 +202,10 @@ def format_status(st: StoreStatus) -> str:
                      f"{lr['started_at']:%Y-%m-%d %H:%M}, took {_fmt_duration(lr['seconds'])}, "
                      f"{rate}")
         for key, value in p.extra.items():
-            line += f"; {key} {_fmt_index(value) if key == 'index' else value}"
+            if key == "subset" and st.subset:
+                continue
+            shown = _fmt_index(value) if key == "index" else repr(value) if key == "subset" \
+                else value
+            line += f"; {key} {shown}"
         lines.append(line)
     return "\n".join(lines)

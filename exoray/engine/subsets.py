@@ -36,7 +36,7 @@ def flag_names(table: pa.Table) -> list[str]:
     return [f.name for f in table.schema if pa.types.is_boolean(f.type)]
 
 
-def subset_mask(store: Store, expr: str, images: pa.Table) -> pa.Array:
+def subset_mask(store: Store, expr: str, images: pa.Table, *, quiet: bool = False) -> pa.Array:
     """True for rows of ``images`` (image_id, fingerprint) whose current flags match ``expr``."""
     from exoray.strata.expr import parse_subset
 
@@ -49,7 +49,7 @@ def subset_mask(store: Store, expr: str, images: pa.Table) -> pa.Array:
     selected = keys.filter(parsed.mask(flags))
     wanted = image_keys(images)
     missing = int(pc.sum(pc.invert(pc.is_in(wanted, value_set=keys))).as_py() or 0)
-    if missing:
+    if missing and not quiet:
         print(f"--subset {expr}: {missing} images have no flags yet (new or changed since the "
               f"last `exoray stratify`); they are not selected")
     return pc.is_in(wanted, value_set=selected)

@@ -82,6 +82,8 @@ class ModelBackend:
     name: ClassVar[str] = ""
     task: ClassVar[str] = ""  # what the model does: "embed", "detect", "ocr", "caption", ...
     input_columns: ClassVar[tuple[str, ...]] = ("image",)
+    # Per-image inputs passed to `_forward` when the batch has them (e.g. "image_size").
+    optional_inputs: ClassVar[tuple[str, ...]] = ()
     output_columns: ClassVar[tuple[str, ...]] = ()
     output_kind: ClassVar[str] = ""  # a key of OUTPUT_KINDS
     default_batch_size: ClassVar[int] = 32
@@ -89,6 +91,8 @@ class ModelBackend:
     default_gpu_share: ClassVar[float] = 0.5
     # fp16 autocast on CUDA inside `_inference()`; False for libraries that manage precision.
     fp16: ClassVar[bool] = True
+    # False for CPU-only runtimes (e.g. onnxruntime builds): the pipeline asks Ray for no GPU.
+    uses_gpu: ClassVar[bool] = True
     extra: ClassVar[str] = ""
     # Variants are data: name -> settings the backend's `_load` understands (plus optional
     # "batch_size" and "gpu_share" defaults).
@@ -133,8 +137,12 @@ class ModelBackend:
     def _load(self) -> None:
         raise NotImplementedError
 
-    def _forward(self, images: np.ndarray) -> Any:
-        """One chunk (n, S, S, 3) uint8 -> n outputs of `output_kind`; may raise CUDA OOM."""
+    def _forward(self, images: np.ndarray, **inputs: np.ndarray) -> Any:
+        """One chunk (n, S, S, 3) uint8 -> n outputs of `output_kind`; may raise CUDA OOM.
+
+        ``inputs`` holds the same chunk of each of ``optional_inputs`` the batch has, e.g.
+        ``image_size``: each padded square's valid (width, height), for detectors and OCR.
+        """
         raise NotImplementedError
 
     @classmethod
@@ -238,6 +246,7 @@ class ModelBackend:
             "default_gpu_share": settings.get("gpu_share", cls.default_gpu_share),
             "gpu_share": resolved_share,
             "extra": cls.extra,
+            "uses_gpu": cls.uses_gpu,
         }
         info.update(cls._describe(name, ckpt, cache))
         return info
@@ -249,8 +258,9 @@ class ModelBackend:
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """{"image": uint8 (N, S, S, 3)} -> {column: N outputs of `output_kind`}."""
         images = self._images_from_batch(batch)
+        extras = {c: np.asarray(batch[c]) for c in self.optional_inputs if c in batch}
         try:
-            outputs = self._map_chunks(images)
+            outputs = self._map_chunks(images, extras)
         finally:
             self._empty_cache()
         return self._columns(outputs)
@@ -264,7 +274,8 @@ class ModelBackend:
 
     # ----- shared machinery -------------------------------------------------------------------
 
-    def _map_chunks(self, images: np.ndarray) -> np.ndarray:
+    def _map_chunks(self, images: np.ndarray, extras: Mapping[str, np.ndarray] | None = None
+                    ) -> np.ndarray:
         """Run `_forward` over chunks of `self.batch_size`, halving it on CUDA out-of-memory.
 
         The smaller size is kept for the rest of the run (the next batch would OOM again), and
@@ -277,8 +288,9 @@ class ModelBackend:
         while start < n:
             size = self.batch_size
             chunk = images[start : start + size]
+            inputs = {c: v[start : start + size] for c, v in (extras or {}).items()}
             try:
-                out = self._forward(chunk)
+                out = self._forward(chunk, **inputs)
             except oom as exc:
                 self._empty_cache()
                 if size <= 1:

@@ -15,6 +15,9 @@ from exoray.models.base import ModelBackend
 _BUILTIN_MODULES: dict[str, str] = {
     "clip": "exoray.models.clip",
     "dino": "exoray.models.dino",
+    "yolo": "exoray.models.yolo",
+    "rapidocr": "exoray.models.rapid_ocr",
+    "easyocr": "exoray.models.easy_ocr",
 }
 
 _REGISTRY: dict[str, type[ModelBackend]] = {}

@@ -221,6 +221,15 @@ class Rules:
                 out[rule.name] = list(dict.fromkeys(prompts))
         return out
 
+    def evidence_tables(self) -> dict[str, set[str]]:
+        """Phase V tables (``ocr``, ``detect``) and the columns of each that some rule reads."""
+        out: dict[str, set[str]] = {}
+        for rule in self.flags:
+            for leaf in N.leaves(rule.node):
+                if isinstance(leaf, N.Evidence):
+                    out.setdefault(leaf.table, set()).add(leaf.column)
+        return out
+
     def embedding_models(self) -> set[str]:
         """Embedding families whose image vectors some rule reads, e.g. {'clip'}."""
         return {leaf.embedding for rule in self.flags for leaf in N.leaves(rule.node)
