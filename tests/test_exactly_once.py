@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from procs import finish, start
 
 from exoray.engine.doctor import check_base
 from exoray.engine.errors_table import read_errors
@@ -25,22 +26,6 @@ from pipelines import manifest
 
 pytestmark = pytest.mark.slow
 ARGS = ["--part-rows", "30", "--batch-size", "4"]
-
-
-def start(*args: str, failpoint: str | None = None) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    if failpoint:
-        env["EXORAY_FAILPOINTS"] = failpoint
-    # exec keeps the shell's pid, the new session's id: the failpoint can kill the whole run.
-    command = 'export EXORAY_FAILPOINT_PGID=$$; exec "$@"'
-    return subprocess.Popen(["bash", "-c", command, "exoray", sys.executable, "-m", "exoray.cli",
-                             *args], env=env, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=600)
-    return proc.returncode, out, err
 
 
 def assert_exactly_once(base: Path) -> None:

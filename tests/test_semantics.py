@@ -16,10 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pyarrow.compute as pc
 import pytest
+from conftest import SIGN
 
 from exoray.engine.doctor import check_base
 from exoray.engine.errors_table import read_errors
@@ -28,8 +27,6 @@ from exoray.semantics import read_objects, read_ocr_lines, read_task, search_tex
 from exoray.storage.parts import read_parts
 from exoray.storage.store import Store
 from pipelines import detect, features, manifest, ocr, stratify
-
-SIGN = ["PHARMACY", "OPEN 24 HOURS"]
 
 
 def fall_detector() -> str:
@@ -42,33 +39,10 @@ def fall_detector() -> str:
     return str(path)
 
 
-def sign_image() -> np.ndarray:
-    img = np.full((360, 900, 3), 245, np.uint8)
-    cv2.putText(img, SIGN[0], (60, 150), cv2.FONT_HERSHEY_DUPLEX, 3.0, (20, 20, 20), 6)
-    cv2.putText(img, SIGN[1], (60, 280), cv2.FONT_HERSHEY_SIMPLEX, 2.2, (20, 20, 20), 5)
-    return img
-
-
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> Path:
-    from skimage import data
-
-    root = tmp_path_factory.mktemp("photos")
-    rgb = {"astronaut.png": data.astronaut(), "coffee.jpg": data.coffee(),
-           "chelsea.webp": data.chelsea(), "rocket.jpg": data.rocket(),
-           "page.png": np.dstack([data.page()] * 3), "sign.png": sign_image()}
-    for name, img in rgb.items():
-        cv2.imwrite(str(root / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-    good = (root / "coffee.jpg").read_bytes()
-    (root / "truncated.jpg").write_bytes(good[: len(good) // 3])
-    (root / "notes.jpg").write_bytes(b"this is not an image\n" * 10)
-    return root
-
-
-@pytest.fixture(scope="module")
-def base(photos, tmp_path_factory, ray_session) -> Path:
+def base(real_photos, tmp_path_factory, ray_session) -> Path:
     base = tmp_path_factory.mktemp("base")
-    manifest.run(base, images=photos)
+    manifest.run(base, images=real_photos)
     features.run(base, show_progress=False)
     return base
 
@@ -149,9 +123,9 @@ def test_stratify_uses_the_detections_and_the_ocr(base):
     assert flags["chelsea.webp"]["text_heavy"] is False
 
 
-def test_flags_made_before_ocr_are_redone_when_it_arrives(photos, tmp_path, ray_session):
+def test_flags_made_before_ocr_are_redone_when_it_arrives(real_photos, tmp_path, ray_session):
     base = tmp_path / "base"
-    manifest.run(base, images=photos)
+    manifest.run(base, images=real_photos)
     features.run(base, show_progress=False)
     stratify.run(base, show_progress=False)
     before = flags_by_relpath(base)
