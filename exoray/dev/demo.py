@@ -15,12 +15,18 @@ from exoray.storage.store import Store
 
 DEMO_MODELS = ("clip:tiny", "dino:tiny")
 # Per-phase options for the demo; a phase not listed runs with its defaults.
-DEMO_OPTIONS: dict[str, dict[str, Any]] = {"embed": {"models": list(DEMO_MODELS)}}
+DEMO_OPTIONS: dict[str, dict[str, Any]] = {
+    "embed": {"models": list(DEMO_MODELS)},
+    # Phase V on subsets, as a user would: a random tiny YOLO (plumbing only) on the photos,
+    # real PP-OCR weights (shipped in rapidocr's wheel) on what stratify calls text-heavy.
+    "detect": {"model": "yolo:tiny", "subset": "human_present"},
+    "ocr": {"model": "rapidocr", "subset": "text_heavy and not low_resolution"},
+}
 
 
 def run_demo(base: str, *, n: int = 200, seed: int = 0, show_progress: bool = True) -> None:
     from exoray.dev.synth import make_image_set
-    from exoray.engine.registry import phase_specs
+    from exoray.engine.registry import get_phase, phase_specs
     from exoray.engine.runner import run_phase
     from exoray.engine.status import collect_status, format_status
     from exoray.explore import Explorer
@@ -35,9 +41,16 @@ def run_demo(base: str, *, n: int = 200, seed: int = 0, show_progress: bool = Tr
         print(f"[demo] wrote {len(truth['images'])} synthetic images to {images}")
     print("[demo] I manifest:", manifest.run(base, images=images))
     for spec in phase_specs():
-        result = run_phase(spec, base, part_rows=100, show_progress=show_progress,
-                           **DEMO_OPTIONS.get(spec.name, {}))
+        try:
+            result = run_phase(spec, base, part_rows=100, show_progress=show_progress,
+                               **DEMO_OPTIONS.get(spec.name, {}))
+        except ImportError as exc:  # an optional extra (detect, ocr) is not installed
+            print(f"[demo] {spec.title} skipped: {str(exc).splitlines()[0]}")
+            continue
         print(f"[demo] {spec.title}: {result}")
+        if spec.group:  # Phase V evidence arrived: flags made without it are redone
+            again = run_phase(get_phase("stratify"), base, show_progress=show_progress)
+            print(f"[demo] IV flags with the new {spec.name} evidence: {again}")
         if spec.name == "features":
             print("[demo] duplicates:", dupes.format_summary(dupes.run(base)))
     for built in indices.run(base, ["clip", "dino"]):

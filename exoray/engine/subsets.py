@@ -48,7 +48,14 @@ def subset_mask(store: Store, expr: str, images: pa.Table, *, quiet: bool = Fals
     keys = image_keys(flags)
     selected = keys.filter(parsed.mask(flags))
     wanted = image_keys(images)
-    missing = int(pc.sum(pc.invert(pc.is_in(wanted, value_set=keys))).as_py() or 0)
+    unflagged = pc.invert(pc.is_in(wanted, value_set=keys))
+    if not quiet and pc.any(unflagged).as_py():
+        from exoray.engine.done import error_keys
+
+        # Images stratify failed for for good (no features: broken files) are not news.
+        unflagged = pc.and_(unflagged, pc.invert(pc.is_in(wanted,
+                                                          value_set=error_keys(store, "stratify"))))
+    missing = int(pc.sum(unflagged).as_py() or 0)
     if missing and not quiet:
         print(f"--subset {expr}: {missing} images have no flags yet (new or changed since the "
               f"last `exoray stratify`); they are not selected")
