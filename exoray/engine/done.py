@@ -47,7 +47,7 @@ def present_images(manifest: pa.Table) -> pa.Table:
 def pending_mask(images: pa.Table, done: pa.Array) -> pa.ChunkedArray | pa.Array:
     """True for rows of ``images`` whose (image_id, fingerprint) is not in ``done``."""
     if len(done) == 0:
-        return pa.array([True] * images.num_rows)
+        return pa.array([True] * images.num_rows, pa.bool_())
     return pc.invert(pc.is_in(image_keys(images), value_set=done))
 
 

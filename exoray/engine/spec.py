@@ -152,5 +152,16 @@ class PhaseSpec:
             raise ValueError(f"{self.name}: unknown option(s) {unknown}; valid options: "
                              f"{', '.join(sorted(valid))}")
         out = {o.name: o.default for o in self.options}
-        out.update({k: v for k, v in given.items() if v is not None})
+        out.update({k: self._convert(k, v) for k, v in given.items() if v is not None})
         return out
+
+    def _convert(self, name: str, value: Any) -> Any:
+        """A string from Python gets the same parsing as on the command line
+        (``person_classes="Normal,Fall"`` is two classes, not ten letters)."""
+        opt = self.option(name)
+        if opt.type is None or not isinstance(value, str):
+            return value
+        try:
+            return opt.type(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{self.name}: {name}={value!r}: {exc}") from exc

@@ -47,6 +47,14 @@ def subset_mask(store: Store, expr: str, images: pa.Table, *, quiet: bool = Fals
     parsed = parse_subset(expr, flag_names(flags))
     keys = image_keys(flags)
     selected = keys.filter(parsed.mask(flags))
+    if not quiet and len(selected) == 0 and flags.num_rows:
+        undecided = sorted(f for f in parsed.flags if flags[f].null_count == flags.num_rows)
+        if undecided:
+            print(f"--subset {expr}: selects no image because {', '.join(undecided)} "
+                  f"{'is' if len(undecided) == 1 else 'are'} undecided for every image (no "
+                  "evidence yet: CLIP embeddings, or the Phase V task it reads); run "
+                  f"`exoray embed {store.location} --model clip` then `exoray stratify`, or run "
+                  "this without --subset")
     wanted = image_keys(images)
     unflagged = pc.invert(pc.is_in(wanted, value_set=keys))
     if not quiet and pc.any(unflagged).as_py():
