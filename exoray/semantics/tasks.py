@@ -101,7 +101,16 @@ def resolve_task(task: TaskDef, store: Store, opts: dict[str, Any]) -> list[Targ
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{exc}; from the command line: --checkpoint PATH "
                                 "(a local weights file or folder)") from exc
-    model_options = {o.name: opts[o.name] for o in task.model_options}
+    for opt in (*task.model_options, *task.row_options):  # numbers from Python: checked here
+        value = opts[opt.name]
+        if opt.type is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                opt.type(str(value))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{task.name}: {opt.name}={value!r}: {exc}") from exc
+    # None = the backend's own default (which may depend on the variant, e.g. SAM tiny).
+    model_options = {o.name: opts[o.name] for o in task.model_options
+                     if opts[o.name] is not None}
     row_options = {o.name: opts[o.name] for o in task.row_options}
     folder = task_folder(task, info["model_id"])
     record = {"task": task.name, "model": backend, "model_id": info["model_id"],
