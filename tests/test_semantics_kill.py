@@ -12,11 +12,13 @@ from exoray.image.manifest import read_manifest
 from exoray.storage import layout
 from exoray.storage.parts import read_parts
 from exoray.storage.store import Store
-from pipelines import detect, manifest, ocr
+from pipelines import depth, detect, manifest, ocr, sam
 
 pytestmark = pytest.mark.slow
 TASKS = {"detect": (detect.SPEC, ["--model", "yolo:tiny"]),
-         "ocr": (ocr.SPEC, ["--model", "rapidocr", "--image-size", "640"])}
+         "ocr": (ocr.SPEC, ["--model", "rapidocr", "--image-size", "640"]),
+         "sam": (sam.SPEC, ["--model", "sam:tiny", "--points-per-side", "4"]),
+         "depth": (depth.SPEC, ["--model", "depth:tiny"])}
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))

@@ -21,6 +21,9 @@ DEMO_OPTIONS: dict[str, dict[str, Any]] = {
     # real PP-OCR weights (shipped in rapidocr's wheel) on what stratify calls text-heavy.
     "detect": {"model": "yolo:tiny", "subset": "human_present"},
     "ocr": {"model": "rapidocr", "subset": "text_heavy and not low_resolution"},
+    # Tiny random SAM and Depth Anything: the plumbing, on the few images worth the cost.
+    "depth": {"model": "depth:tiny", "subset": "high_quality or dense_scene"},
+    "sam": {"model": "sam:tiny", "subset": "high_quality", "points_per_side": 8},
 }
 
 

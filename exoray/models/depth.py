@@ -228,8 +228,11 @@ class DepthBackend(ModelBackend):
 
 
 def depth_map(row: Any) -> np.ndarray:
-    """One stored depth struct (or a row/dict holding it under "depth") -> float32 (h, w) map."""
+    """A row of ``features/depth`` (``depth_map``, ``map_height``, ``map_width``), or the backend's
+    struct (or a dict holding it under "depth") -> float32 (h, w) map."""
     item = row
+    if isinstance(item, Mapping) and "depth_map" in item:  # a stored row (read_task)
+        item = {"map": item["depth_map"], "map_size": [item["map_height"], item["map_width"]]}
     if isinstance(item, Mapping) and "map" not in item and "depth" in item:
         item = item["depth"]
     if isinstance(item, (list, tuple, np.ndarray)) and len(item) == 1:  # the backend's output

@@ -18,6 +18,8 @@ _BUILTIN_MODULES: dict[str, str] = {
     "yolo": "exoray.models.yolo",
     "rapidocr": "exoray.models.rapid_ocr",
     "easyocr": "exoray.models.easy_ocr",
+    "depth": "exoray.models.depth",
+    "sam": "exoray.models.sam",
 }
 
 _REGISTRY: dict[str, type[ModelBackend]] = {}

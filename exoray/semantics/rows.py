@@ -15,7 +15,13 @@ import numpy as np
 import pyarrow as pa
 
 from exoray.engine.spec import Target
-from exoray.semantics.schemas import DETECT_SCHEMA, OCR_SCHEMA, TASK_VERSIONS
+from exoray.semantics.schemas import (
+    DEPTH_SCHEMA,
+    DETECT_SCHEMA,
+    OCR_SCHEMA,
+    SAM_SCHEMA,
+    TASK_VERSIONS,
+)
 
 AREA_GRID = 256  # text area is the union of boxes, rasterised on this grid (overlaps count once)
 
@@ -106,3 +112,49 @@ def ocr_rows(rows: pa.Table, target: Target) -> pa.Table:
         run_id=rows["run_id"],
     )
     return pa.table(columns, schema=OCR_SCHEMA)
+
+
+def sam_rows(rows: pa.Table, target: Target) -> pa.Table:
+    """Sink conversion for the sam task: masks as RLE structs, plus counts."""
+    masks = []
+    for items in _results(rows, target):
+        masks.append([{"rle": {"counts": str(m["rle"]["counts"]),
+                               "size": [int(v) for v in m["rle"]["size"]]},
+                       "bbox": _box(m["bbox"], 4), "area": float(m["area"]),
+                       "predicted_iou": float(m["predicted_iou"]),
+                       "stability_score": float(m["stability_score"]),
+                       "point": _box(m["point"], 2)} for m in items])
+    columns = _lineage(rows, target, "sam")
+    columns.update(
+        masks=pa.array(masks, SAM_SCHEMA.field("masks").type),
+        mask_count=pa.array([len(m) for m in masks], pa.int32()),
+        largest_area=pa.array([max((x["area"] for x in m), default=0.0) for m in masks],
+                              pa.float32()),
+        run_id=rows["run_id"],
+    )
+    return pa.table(columns, schema=SAM_SCHEMA)
+
+
+DEPTH_STATS = ("min", "max", "mean", "p05", "p50", "p95")
+
+
+def depth_rows(rows: pa.Table, target: Target) -> pa.Table:
+    """Sink conversion for the depth task: statistics plus a low-resolution float16 map."""
+    found = []
+    for items in _results(rows, target):
+        if len(items) != 1:
+            raise ValueError(f"the depth backend must return one result per image, got "
+                             f"{len(items)}")
+        found.append(items[0])
+    columns = _lineage(rows, target, "depth")
+    for stat in DEPTH_STATS:
+        columns[f"depth_{stat}"] = pa.array([float(d[stat]) for d in found], pa.float32())
+    columns.update(
+        near_far_ratio=pa.array([float(d["near_far_ratio"]) for d in found], pa.float32()),
+        depth_map=pa.array([np.asarray(d["map"], np.float16) for d in found],
+                           pa.list_(pa.float16())),
+        map_height=pa.array([int(d["map_size"][0]) for d in found], pa.int32()),
+        map_width=pa.array([int(d["map_size"][1]) for d in found], pa.int32()),
+        run_id=rows["run_id"],
+    )
+    return pa.table(columns, schema=DEPTH_SCHEMA)

@@ -99,6 +99,8 @@ def resolve_task(task: TaskDef, store: Store, opts: dict[str, Any]) -> list[Targ
     try:
         prefetch_backend(backend, **kwargs)
     except FileNotFoundError as exc:
+        if "--checkpoint" in str(exc):
+            raise
         raise FileNotFoundError(f"{exc}; from the command line: --checkpoint PATH "
                                 "(a local weights file or folder)") from exc
     for opt in (*task.model_options, *task.row_options):  # numbers from Python: checked here
