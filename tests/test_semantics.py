@@ -44,7 +44,15 @@ def base(real_photos, tmp_path_factory, ray_session) -> Path:
     base = tmp_path_factory.mktemp("base")
     manifest.run(base, images=real_photos)
     features.run(base, show_progress=False)
+    stratify.run(base, show_progress=False)  # before Phase V: no CLIP, no evidence yet
     return base
+
+
+def test_flags_wait_for_evidence(base):
+    flags = flags_by_relpath(base)
+    assert flags["page.png"]["text_heavy"] is None  # no CLIP and no OCR yet: undecided
+    assert flags["astronaut.png"]["human_present"] is None
+    assert flags["page.png"]["dark"] is False  # cheap-feature flags are decided
 
 
 def by_relpath(table) -> dict[str, dict]:
@@ -113,7 +121,8 @@ def test_ocr_reads_the_sign_and_the_page_and_search_finds_them(base):
 
 
 def test_stratify_uses_the_detections_and_the_ocr(base):
-    stratify.run(base, show_progress=False)
+    redo = stratify.run(base, show_progress=False)
+    assert redo.processed == 6  # exactly the images flagged before detect and ocr ran
     flags = flags_by_relpath(base)
     assert flags["astronaut.png"]["human_present"] is True
     assert flags["coffee.jpg"]["human_present"] is False
@@ -121,20 +130,6 @@ def test_stratify_uses_the_detections_and_the_ocr(base):
     assert flags["page.png"]["text_heavy"] is True
     assert "ocr" in flags["page.png"]["text_heavy_evidence"]
     assert flags["chelsea.webp"]["text_heavy"] is False
-
-
-def test_flags_made_before_ocr_are_redone_when_it_arrives(real_photos, tmp_path, ray_session):
-    base = tmp_path / "base"
-    manifest.run(base, images=real_photos)
-    features.run(base, show_progress=False)
-    stratify.run(base, show_progress=False)
-    before = flags_by_relpath(base)
-    assert before["page.png"]["text_heavy"] is None  # no CLIP, no OCR: no evidence at all
-    ocr.run(base, show_progress=False)
-    redo = stratify.run(base, show_progress=False)
-    assert redo.processed == 6  # exactly the images OCR read
-    after = flags_by_relpath(base)
-    assert after["page.png"]["text_heavy"] is True
 
 
 def test_estimate_counts_the_subset_and_times_a_batch(base):

@@ -43,7 +43,14 @@ def _folders(store: Store, spec: PhaseSpec) -> list[tuple[str, tuple[str, ...]]]
     return out + [(layout.errors_folder(spec.name), ERRORS_KEY)]
 
 
-def check_folder(store: Store, folder: str, key: tuple[str, ...]) -> dict[str, Any]:
+def check_folder(store: Store, folder: str, key: tuple[str, ...], *, updatable: bool = False
+                 ) -> dict[str, Any]:
+    """Parts, rows, duplicate keys, corrupt parts and temporaries of one folder.
+
+    In an ``updatable`` output (a phase that redoes rows on purpose, e.g. flags made before
+    Phase V evidence existed) a key written again by a later run is ``superseded``, not a
+    duplicate: only the same key twice within one run is a fault there.
+    """
     parts = list_parts(store, folder)
     corrupt, rows, keys = [], 0, []
     for part in parts:
@@ -52,10 +59,13 @@ def check_folder(store: Store, folder: str, key: tuple[str, ...]) -> dict[str, A
             corrupt.append(f"{part.name}: {got}")
             continue
         rows += got.num_rows
-        keys.append(got)
+        keys.append(got.append_column("__run", pa.array([part.run_id] * got.num_rows,
+                                                        pa.string())))
     unique = read_unique(keys, key)
-    return {"folder": folder, "parts": len(parts), "rows": rows, "duplicates": rows - unique,
-            "corrupt": corrupt, "temporaries": len(temporaries(store, folder))}
+    per_run = read_unique(keys, (*key, "__run")) if updatable else unique
+    return {"folder": folder, "parts": len(parts), "rows": rows, "duplicates": rows - per_run,
+            "superseded": per_run - unique, "corrupt": corrupt,
+            "temporaries": len(temporaries(store, folder))}
 
 
 def read_unique(tables: list[pa.Table], key: tuple[str, ...]) -> int:
@@ -129,17 +139,20 @@ def check_base(base: str, *, fix: bool = False) -> dict[str, Any]:
         for folder, key in _folders(store, spec):
             if not store.is_dir(folder):
                 continue
-            info = check_folder(store, folder, key)
-            if fix and (info["duplicates"] or info["corrupt"] or info["temporaries"]):
+            updatable = spec.stale is not None and folder != layout.errors_folder(spec.name)
+            info = check_folder(store, folder, key, updatable=updatable)
+            if fix and (info["duplicates"] or info["superseded"] or info["corrupt"]
+                        or info["temporaries"]):
                 with _lease(store, spec.name):
                     removed = sweep(store, folder)
                     for line in info["corrupt"]:
                         quarantine_part(store, folder, line.split(":", 1)[0], reason="doctor")
-                    dupes = compact(store, folder, key) if info["duplicates"] else 0
+                    dupes = compact(store, folder, key) \
+                        if info["duplicates"] or info["superseded"] else 0
                 report["fixed"].append(f"{folder}: {removed} temporaries removed, "
                                        f"{len(info['corrupt'])} corrupt parts quarantined, "
                                        f"{dupes} duplicate rows compacted away")
-                info = check_folder(store, folder, key)
+                info = check_folder(store, folder, key, updatable=updatable)
             report["folders"].append(info)
     report["quarantined"] = [e.relpath for e in store.list_files(QUARANTINE, recursive=True)]
     report["healthy"] = not report["legacy"] and all(
@@ -167,6 +180,9 @@ def format_report(report: dict[str, Any]) -> str:
         problems = []
         if f["duplicates"]:
             problems.append(f"{f['duplicates']} duplicate rows (hidden from readers)")
+        if f.get("superseded"):
+            problems.append(f"{f['superseded']} superseded rows (redone by a later run; "
+                            "`--fix` compacts them)")
         if f["corrupt"]:
             problems.append(f"{len(f['corrupt'])} corrupt parts")
         if f["temporaries"]:

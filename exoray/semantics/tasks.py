@@ -185,10 +185,16 @@ def discover_task(task: TaskDef, store: Store) -> list[Target]:
 def calibrate_task(task: TaskDef, store: Store, targets: list[Target], opts: dict[str, Any],
                    todo: pa.Table, n: int = 4) -> float | None:
     """Seconds per image on this machine, timed on up to ``n`` todo images after a warm-up
-    image (model loading is not counted: a run pays it once)."""
+    image (model loading is not counted: a run pays it once).
+
+    The model runs in a child process, so the GPU memory it takes (a CUDA context, cached
+    blocks) is given back before the run's actors start: SAM expects the whole GPU.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     from exoray.engine.stages.semantics import padded_square
     from exoray.image.manifest import manifest_root
-    from exoray.models import load_backend
 
     info = targets[0].info
     root = Store(manifest_root(store) or "")
@@ -205,12 +211,22 @@ def calibrate_task(task: TaskDef, store: Store, targets: list[Target], opts: dic
             break
     if len(squares) < 2:
         return None
-    backend = load_backend(info["backend"], **info["kwargs"], **info["model_options"])
     batch = {"image": np.stack(squares), "image_size": np.asarray(sizes, np.int32)}
-    backend({k: v[:1] for k, v in batch.items()})  # warm-up: lazy imports, first-call setup
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(time_backend, info["backend"], info["kwargs"], info["model_options"],
+                           batch).result()
+
+
+def time_backend(backend: str, kwargs: dict[str, Any], model_options: dict[str, Any],
+                 batch: dict[str, np.ndarray]) -> float:
+    """Seconds per image of ``backend`` on ``batch`` after a one-image warm-up."""
+    from exoray.models import load_backend
+
+    model = load_backend(backend, **kwargs, **model_options)
+    model({k: v[:1] for k, v in batch.items()})  # warm-up: lazy imports, first-call setup
     started = time.perf_counter()
-    backend({k: v[1:] for k, v in batch.items()})
-    return (time.perf_counter() - started) / (len(squares) - 1)
+    model({k: v[1:] for k, v in batch.items()})
+    return (time.perf_counter() - started) / (len(batch["image"]) - 1)
 
 
 def common_options(task: TaskDef) -> tuple[Option, ...]:
