@@ -141,16 +141,25 @@ class YoloBackend(ModelBackend):
     def _forward(self, images: np.ndarray, image_size: np.ndarray | None = None) -> list[list]:
         height, width = images.shape[1:3]
         sizes = _valid_sizes(image_size, len(images), width, height)
-        results = self.model.predict(
-            [np.ascontiguousarray(im[..., ::-1]) for im in images],  # ultralytics wants BGR
-            imgsz=32 * math.ceil(max(height, width) / 32),
-            conf=self.conf,
-            iou=self.iou,
-            max_det=self.max_det,
-            device=self.device,
-            half=self.device.startswith("cuda"),
-            verbose=False,
-        )
+        # ultralytics' select_device sets torch to cpu_count - 1 threads on CPU at each predict
+        # (1 thread on a 2-vCPU Colab): keep the count this process chose (use_cpu_threads).
+        threads = self._torch.get_num_threads()
+        from ultralytics.utils import torch_utils
+
+        torch_utils.NUM_THREADS = threads  # what select_device sets on the predictor's setup
+        try:
+            results = self.model.predict(
+                [np.ascontiguousarray(im[..., ::-1]) for im in images],  # ultralytics wants BGR
+                imgsz=32 * math.ceil(max(height, width) / 32),
+                conf=self.conf,
+                iou=self.iou,
+                max_det=self.max_det,
+                device=self.device,
+                half=self.device.startswith("cuda"),
+                verbose=False,
+            )
+        finally:
+            self._torch.set_num_threads(threads)
         return [self._detections(r, w, h) for r, (w, h) in zip(results, sizes, strict=True)]
 
     def _detections(self, result: Any, width: float, height: float) -> list[dict[str, Any]]:
