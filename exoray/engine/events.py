@@ -23,6 +23,16 @@ def record_event(store: Store, run_id: str, event: dict[str, Any]) -> None:
     store.write_bytes_atomic(json.dumps(payload, default=str).encode(), EVENTS, name)
 
 
+def forward_backend_events(store: Store, run_id: str, backend: Any, seen: int,
+                           **tags: str) -> int:
+    """Publish the events a model backend recorded since ``seen`` (e.g. OOM backoffs), tagged;
+    returns the new count seen. Model actors call it after each batch."""
+    events = getattr(backend, "events", [])
+    for event in events[seen:]:
+        record_event(store, run_id, {**tags, **event})
+    return len(events)
+
+
 def read_events(store: Store, run_id: str) -> list[dict[str, Any]]:
     events = []
     for entry in store.list_files(EVENTS, suffix=".json"):

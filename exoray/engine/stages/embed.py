@@ -117,12 +117,10 @@ class EmbedWorker:
         return out
 
     def _flush_events(self) -> None:
-        from exoray.engine.events import record_event
+        from exoray.engine.events import forward_backend_events
 
-        events = getattr(self.backend, "events", [])
-        for event in events[self._events_seen:]:
-            record_event(self.store, self.run_id, {"model": self.model, **event})
-        self._events_seen = len(events)
+        self._events_seen = forward_backend_events(self.store, self.run_id, self.backend,
+                                                   self._events_seen, model=self.model)
 
 
 def _column_numpy(table: pa.Table, name: str) -> np.ndarray:

@@ -111,9 +111,7 @@ class TaskWorker:
         return out_batch
 
     def _flush_events(self) -> None:
-        from exoray.engine.events import record_event
+        from exoray.engine.events import forward_backend_events
 
-        events = getattr(self.backend, "events", [])
-        for event in events[self._events_seen:]:
-            record_event(self.store, self.run_id, {"task": self.label, **event})
-        self._events_seen = len(events)
+        self._events_seen = forward_backend_events(self.store, self.run_id, self.backend,
+                                                   self._events_seen, task=self.label)
