@@ -1,0 +1,222 @@
+"""The vlm backend (vision-language models through transformers), offline.
+
+No real weights can be downloaded here, so the model is the seeded `tiny` Idefics3 (SmolVLM's
+architecture, random weights, a small local BPE tokenizer) saved with save_pretrained and loaded
+through the real checkpoint code. Its answers are real `generate()` output of random weights:
+these tests check plumbing (per-image prompts, the crop of the padded square, generation
+settings, determinism), never that an answer describes the picture.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from exoray.models.vlm import (
+    DEFAULT_PROMPT,
+    TINY_MODEL_ID,
+    VLM_VARIANTS,
+    VLMBackend,
+    check_generation_options,
+)
+from exoray.models.weights import weights_hash
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ["Describe the image.", "What is in this picture?", "How many dogs are there?",
+           "Is there any text in the image?"]
+MAX_NEW = 8
+
+
+def _env(root: Path) -> dict[str, str]:
+    return {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(root / "hf"),
+            "EXORAY_MODELS_DIR": str(root / "models"),
+            "EXORAY_LOCAL_MODELS_DIR": str(root / "local-models")}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("vlm")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in _env(path).items():
+            mp.setenv(key, value)
+        yield path
+
+
+@pytest.fixture(scope="module")
+def tiny(root: Path) -> VLMBackend:
+    return VLMBackend("tiny", cache_dir=root / "cache", device="cpu", max_new_tokens=MAX_NEW)
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[np.ndarray]:
+    names = ["astronaut", "coffee", "chelsea", "rocket"]
+    return [np.asarray(Image.fromarray(getattr(data, n)()).convert("RGB").resize((64, 64)))
+            for n in names]
+
+
+def _run(backend: VLMBackend, images: list[np.ndarray] | np.ndarray, prompts: list[str],
+         sizes: list[tuple[int, int]] | None = None) -> list[str]:
+    batch: dict[str, object] = {"image": np.stack(images),
+                                "prompt": np.array(prompts, dtype=object)}
+    if sizes is not None:
+        batch["image_size"] = np.array(sizes)
+    out = backend(batch)["text"]
+    assert out.dtype == object and len(out) == len(prompts)
+    assert all(isinstance(t, str) for t in out)
+    return list(out)
+
+
+def test_tiny_loads_through_the_checkpoint_path(tiny: VLMBackend, root: Path, photos) -> None:
+    folder = root / "cache" / "tiny-vlm"
+    assert tiny.model_id == TINY_MODEL_ID
+    assert tiny.weights_hash == weights_hash(folder / "model.safetensors")
+    assert tiny.input_size == VLMBackend.describe("tiny")["input_size"] == 64
+    assert type(tiny.model).__name__ == "Idefics3ForConditionalGeneration"
+    assert tiny.chat and tiny.tokenizer.padding_side == "left"
+    # the same folder as a local checkpoint: same weights, same answers
+    local = VLMBackend(checkpoint=str(folder), cache_dir=root / "cache", device="cpu",
+                       max_new_tokens=MAX_NEW)
+    assert local.model_id == f"local:{folder.absolute()}"
+    assert local.weights_hash == tiny.weights_hash
+    assert _run(local, photos[:2], PROMPTS[:2]) == _run(tiny, photos[:2], PROMPTS[:2])
+
+
+def test_generates_deterministic_text_per_image(tiny: VLMBackend, photos) -> None:
+    first = _run(tiny, photos, [PROMPTS[0]] * 4)
+    assert sum(bool(t) for t in first) >= 3, first
+    assert _run(tiny, photos, [PROMPTS[0]] * 4) == first  # greedy: same input, same text
+    assert len(set(first)) > 1, first  # random weights still read the picture
+    assert len(tiny.last_new_tokens) == 4
+    assert all(1 <= n <= MAX_NEW for n in tiny.last_new_tokens)
+    # no prompt column: the default prompt
+    assert list(tiny({"image": np.stack(photos)})["text"]) == _run(
+        tiny, photos, [DEFAULT_PROMPT] * 4)
+
+
+def test_different_prompts_in_one_batch(tiny: VLMBackend, photos) -> None:
+    img = photos[0]
+    mixed = _run(tiny, [img] * 4, PROMPTS)
+    assert len(set(mixed)) > 1, mixed  # the prompt reaches the model, per image
+    # each row is what that prompt gives alone (left padding keeps answers aligned)
+    for prompt, answer in zip(PROMPTS, mixed, strict=True):
+        assert _run(tiny, [img], [prompt]) == [answer]
+    # mixed pictures and prompts
+    rows = _run(tiny, photos, PROMPTS[::-1])
+    assert rows == [_run(tiny, [p], [q])[0] for p, q in zip(photos, PROMPTS[::-1], strict=True)]
+
+
+def test_padded_picture_answers_like_the_picture(tiny: VLMBackend, photos) -> None:
+    rng = np.random.default_rng(0)
+    pics = [photos[1][:40, :56], photos[2][:64, :30]]
+    squares = []
+    for pic in pics:
+        square = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)  # padding must not matter
+        square[: pic.shape[0], : pic.shape[1]] = pic
+        squares.append(square)
+    sizes = [(p.shape[1], p.shape[0]) for p in pics]
+    padded = _run(tiny, squares, PROMPTS[:2], sizes)
+    alone = [_run(tiny, [p], [q])[0] for p, q in zip(pics, PROMPTS[:2], strict=True)]
+    assert padded == alone
+    assert _run(tiny, squares, PROMPTS[:2]) != padded  # the noise does change the answer
+    with pytest.raises(ValueError, match="does not fit"):
+        _run(tiny, squares, PROMPTS[:2], [(65, 10), (10, 10)])
+
+
+def test_max_new_tokens_and_generation_settings(tiny: VLMBackend, root: Path, photos) -> None:
+    assert tiny.generation_settings() == {"max_new_tokens": MAX_NEW, "do_sample": False,
+                                          "temperature": 0.0, "top_p": 1.0,
+                                          "repetition_penalty": 1.0}
+    short = VLMBackend("tiny", cache_dir=root / "cache", device="cpu", max_new_tokens=2)
+    texts = _run(short, photos, PROMPTS)
+    assert all(1 <= n <= 2 for n in short.last_new_tokens), short.last_new_tokens
+    for text in texts:
+        assert len(short.tokenizer(text, add_special_tokens=False)["input_ids"]) <= 2 + 1
+    sampled = VLMBackend("tiny", cache_dir=root / "cache", device="cpu", max_new_tokens=4,
+                         temperature=0.7, top_p=0.9, repetition_penalty=1.2)
+    assert sampled.generation_settings() == {"max_new_tokens": 4, "do_sample": True,
+                                             "temperature": 0.7, "top_p": 0.9,
+                                             "repetition_penalty": 1.2}
+    assert len(_run(sampled, photos[:2], PROMPTS[:2])) == 2
+    assert all(n <= 4 for n in sampled.last_new_tokens)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"max_new_tokens": 0}, {"max_new_tokens": 2.5}, {"max_new_tokens": True},
+    {"max_new_tokens": 10**6}, {"temperature": -0.1}, {"temperature": float("nan")},
+    {"temperature": "0"}, {"top_p": 0}, {"top_p": 1.5}, {"repetition_penalty": 0},
+])
+def test_bad_generation_options(kwargs, root: Path) -> None:
+    with pytest.raises(ValueError):
+        check_generation_options(**kwargs)
+    with pytest.raises(ValueError):  # before any loading
+        VLMBackend("tiny", cache_dir=root / "cache", device="cpu", **kwargs)
+    with pytest.raises(ValueError):
+        VLMBackend.describe("tiny", **kwargs)
+
+
+def test_bad_prompts(tiny: VLMBackend, photos) -> None:
+    with pytest.raises(ValueError, match="one str per image"):
+        tiny({"image": np.stack(photos[:2]), "prompt": np.array(["a"], dtype=object)})
+    with pytest.raises(ValueError, match="non-empty str"):
+        tiny({"image": np.stack(photos[:2]), "prompt": np.array(["a", " "], dtype=object)})
+
+
+def test_unknown_variant_lists_valid_ones() -> None:
+    with pytest.raises(ValueError, match="smolvlm-256m.*smolvlm-500m.*qwen3-vl-2b.*tiny"):
+        VLMBackend.describe("llava-13b")
+
+
+def test_variants_are_data() -> None:
+    assert VLMBackend.default_variant == "smolvlm-256m"
+    for name, settings in VLM_VARIANTS.items():
+        assert settings.get("licence"), name
+        assert settings.get("tiny") or "/" in settings["repo"], name
+    info = VLMBackend.describe("qwen3-vl-2b", max_new_tokens=32)
+    assert info["model_id"] == "hf:Qwen/Qwen3-VL-2B-Instruct"
+    assert info["licence"] == "Apache-2.0" and info["batch_size"] == 4
+    assert info["generation"]["max_new_tokens"] == 32
+    assert info["task"] == "interpret" and info["output_kind"] == "text"
+
+
+def test_describe_imports_no_torch(root: Path) -> None:
+    code = textwrap.dedent("""
+        import sys
+        from exoray.models.vlm import VLMBackend
+        info = VLMBackend.describe("tiny")
+        assert info["model_id"] == "tiny:idefics3(random)", info
+        VLMBackend.describe("qwen3-vl-2b")
+        try:
+            VLMBackend.describe()  # SmolVLM's processor needs num2words
+        except ImportError as exc:
+            assert "num2words" in str(exc), exc
+        heavy = [m for m in ("torch", "transformers") if m in sys.modules]
+        assert not heavy, heavy
+        print("ok")
+    """)
+    env = {**os.environ, **_env(root)}
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr
+
+
+def test_offline_prefetch_of_the_default_fails_fast(tmp_path: Path) -> None:
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    start = time.monotonic()
+    with pytest.raises(FileNotFoundError, match="--checkpoint PATH") as info:
+        VLMBackend.prefetch(cache_dir=tmp_path / "models")
+    assert "HuggingFaceTB/SmolVLM-256M-Instruct" in str(info.value)
+    assert time.monotonic() - start < 30
+    with pytest.raises(FileNotFoundError, match="--checkpoint PATH"):
+        VLMBackend.prefetch("qwen3-vl-2b", cache_dir=tmp_path / "models")
+    with pytest.raises(FileNotFoundError, match="--checkpoint PATH"):
+        VLMBackend.prefetch(checkpoint=str(tmp_path / "missing" / "dir"),
+                            cache_dir=tmp_path / "models")
