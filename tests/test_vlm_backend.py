@@ -220,3 +220,44 @@ def test_offline_prefetch_of_the_default_fails_fast(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="--checkpoint PATH"):
         VLMBackend.prefetch(checkpoint=str(tmp_path / "missing" / "dir"),
                             cache_dir=tmp_path / "models")
+
+
+def _tiny_blip(folder: Path) -> Path:
+    """A seeded tiny BLIP captioner (no chat template) saved as save_pretrained does."""
+    import torch
+    import transformers as tf
+
+    text = "a photo of the cat dog on mat red blue sky tree what is in this"
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", *text.split(" "),
+             *map(chr, range(97, 123))]
+    tok = tf.BertTokenizer(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
+    tok.add_special_tokens({"bos_token": "[DEC]"})
+    processor = tf.BlipProcessor(
+        image_processor=tf.BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok)
+    layers = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "initializer_range": 0.2}
+    config = tf.BlipConfig(
+        vision_config={**layers, "image_size": 32, "patch_size": 8},
+        text_config={**layers, "vocab_size": len(tok), "encoder_hidden_size": 32,
+                     "bos_token_id": tok.bos_token_id, "pad_token_id": 0, "sep_token_id": 3,
+                     "eos_token_id": 3})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = tf.AutoModelForImageTextToText.from_config(config)
+    model.save_pretrained(str(folder))
+    processor.save_pretrained(str(folder))
+    return folder
+
+
+def test_plain_text_model_from_a_local_checkpoint(root: Path, photos, tiny: VLMBackend) -> None:
+    folder = _tiny_blip(root / "blip")
+    blip = VLMBackend(checkpoint=str(folder), cache_dir=root / "cache", device="cpu",
+                      max_new_tokens=5)
+    assert blip.model_id == f"local:{folder.absolute()}" and not blip.chat
+    assert type(blip.model).__name__ == "BlipForConditionalGeneration"
+    prompts = ["a photo of", "what is in this", "a photo of", "a"]
+    texts = _run(blip, photos, prompts)
+    assert sum(bool(t) for t in texts) >= 3, texts
+    assert all(1 <= n <= 5 for n in blip.last_new_tokens), blip.last_new_tokens
+    assert texts == [_run(blip, [p], [q])[0] for p, q in zip(photos, prompts, strict=True)]
+    assert _run(blip, photos, prompts) == texts

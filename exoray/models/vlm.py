@@ -209,6 +209,14 @@ class VLMBackend(ModelBackend):
         """What `generate` is given (greedy: do_sample False, temperature 0, top_p 1)."""
         return dict(self._generation)
 
+    def set_generation(self, **options: Any) -> None:
+        """Switch generation settings between calls (each prompt of a run has its own);
+        unset options take their defaults."""
+        settings = check_generation_options(**options)
+        if settings != self._generation:
+            self._generation = settings
+            self._generate_kwargs = self._generate_config()
+
     # ----- driver side ----------------------------------------------------------------------
 
     @classmethod
@@ -297,10 +305,13 @@ class VLMBackend(ModelBackend):
         self.tokenizer.padding_side = "left"  # decoder-only batches: answers start together
         self.chat = bool(getattr(self.processor, "chat_template", None))
         self.encoder_decoder = bool(getattr(self.model.config, "is_encoder_decoder", False))
-        self.processor_kwargs = dict(settings.get("processor_kwargs", {}))
+        self._dropped = 1 if config.get("model_type") == "blip" else 0  # see _generate
+        # a checkpoint brings its own processor settings; the variant's apply to its hub repo only
+        own = {} if self.checkpoint is not None else settings
+        self.processor_kwargs = dict(own.get("processor_kwargs", {}))
         self.weights_hash = weights_hash(weight_files(folder, WEIGHT_PATTERNS))
-        self.input_size = int(TINY["input_size"] if settings.get("tiny")
-                              else settings.get("input_size", _INPUT_SIZE))
+        self.input_size = int(TINY["input_size"] if own.get("tiny")
+                              else own.get("input_size", _INPUT_SIZE))
         self._generate_kwargs = self._generate_config()
 
     def _generate_config(self) -> dict[str, Any]:
@@ -341,15 +352,31 @@ class VLMBackend(ModelBackend):
         prompts = _prompts(prompt, n)
         pictures = [Image.fromarray(np.ascontiguousarray(images[i, :h, :w]))
                     for i, (w, h) in enumerate(sizes)]
+        # chat models batch mixed prompts with left padding; plain-text (BLIP-style) models
+        # continue their prompt and pad badly, so they get one generate call per distinct prompt
+        groups: dict[str, list[int]] = {}
+        for i, p in enumerate(prompts):
+            groups.setdefault("" if self.chat else p, []).append(i)
+        texts, counts = [""] * n, [0] * n
+        for idx in groups.values():
+            answers, used = self._generate([pictures[i] for i in idx], [prompts[i] for i in idx])
+            for j, i in enumerate(idx):
+                texts[i], counts[i] = answers[j], used[j]
+        self.last_new_tokens = counts
+        return texts
+
+    def _generate(self, pictures: list[Any], prompts: list[str]) -> tuple[list[str], list[int]]:
         inputs = self.processor(text=self._texts(prompts), images=pictures, padding=True,
                                 return_tensors="pt", **self.processor_kwargs)
         inputs = inputs.to(self.device)
         with self._inference():
             out = self.model.generate(**inputs, **self._generate_kwargs)
-        new = out if self.encoder_decoder else out[:, inputs["input_ids"].shape[1]:]
-        self.last_new_tokens = self._count(new)
+        # decoder-only models return prompt + answer (BLIP's drops the prompt's final [SEP]);
+        # encoder-decoder models return the answer after a decoder start token
+        skip = 0 if self.encoder_decoder else inputs["input_ids"].shape[1] - self._dropped
+        new = out[:, skip:]
         texts = self.processor.batch_decode(new, skip_special_tokens=True)
-        return [t.strip() for t in texts]
+        return [t.strip() for t in texts], self._count(new)
 
     def _count(self, new: Any) -> list[int]:
         """Generated tokens per row: up to and including the first end token, no padding."""
