@@ -261,3 +261,102 @@ def test_plain_text_model_from_a_local_checkpoint(root: Path, photos, tiny: VLMB
     assert all(1 <= n <= 5 for n in blip.last_new_tokens), blip.last_new_tokens
     assert texts == [_run(blip, [p], [q])[0] for p, q in zip(photos, prompts, strict=True)]
     assert _run(blip, photos, prompts) == texts
+
+
+def _check_chat_checkpoint(root: Path, folder: Path, photos, kind: str) -> None:
+    backend = VLMBackend(checkpoint=str(folder), cache_dir=root / "cache", device="cpu",
+                         max_new_tokens=6)
+    assert type(backend.model).__name__ == kind and backend.chat
+    sizes = [(64, 64), (40, 20), (20, 60)]  # different shapes: different image token counts
+    squares = np.stack(photos[:3])
+    texts = _run(backend, squares, PROMPTS[:3], sizes)
+    assert all(1 <= n <= 6 for n in backend.last_new_tokens), backend.last_new_tokens
+    assert texts == [_run(backend, [squares[i]], [PROMPTS[i]], [sizes[i]])[0] for i in range(3)]
+
+
+def test_qwen3_vl_architecture_from_a_local_checkpoint(root: Path, photos) -> None:
+    """The stronger variant's family (Qwen3-VL: flat image list, dynamic resolution, mRoPE),
+    as a seeded tiny model with a local BPE tokenizer and a Qwen-style chat template."""
+    import torch
+    import transformers as tf
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from exoray.models.vlm import TINY
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
+               "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    bpe = Tokenizer(models.BPE(unk_token=None))
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    bpe.train_from_iterator([TINY["corpus"]], trainers.BpeTrainer(
+        vocab_size=300, special_tokens=special, initial_alphabet=sorted(set(TINY["corpus"])),
+        show_progress=False))
+    tok = tf.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>",
+                                     pad_token="<|endoftext|>")
+    chat = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+            "{% for c in message['content'] %}{% if c['type'] == 'image' %}"
+            "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}"
+            "{% endfor %}<|im_end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    processor = tf.Qwen3VLProcessor(
+        image_processor=tf.Qwen2VLImageProcessor(patch_size=16, merge_size=2,
+                                                 temporal_patch_size=2, min_pixels=32 * 32,
+                                                 max_pixels=64 * 64),
+        tokenizer=tok, video_processor=tf.Qwen3VLVideoProcessor(), chat_template=chat)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in special}
+    config = tf.Qwen3VLConfig(
+        text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 37,
+                     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                     "head_dim": 8, "max_position_embeddings": 512, "initializer_range": 0.2,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                         "mrope_section": [2, 1, 1], "mrope_interleaved": True},
+                     "pad_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+                     "bos_token_id": ids["<|im_start|>"], "tie_word_embeddings": False},
+        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 32, "num_heads": 4,
+                       "out_hidden_size": 32, "patch_size": 16, "spatial_merge_size": 2,
+                       "temporal_patch_size": 2, "num_position_embeddings": 16,
+                       "deepstack_visual_indexes": [0, 1], "initializer_range": 0.2},
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = tf.AutoModelForImageTextToText.from_config(config)
+    folder = root / "qwen3-vl"
+    model.save_pretrained(str(folder))
+    processor.save_pretrained(str(folder))
+    _check_chat_checkpoint(root, folder, photos, "Qwen3VLForConditionalGeneration")
+
+
+def test_smolvlm_architecture_from_a_local_checkpoint(root: Path, photos,
+                                                      tiny: VLMBackend) -> None:
+    """The default variant's family (SmolVLM: nested image lists, image splitting into tiles),
+    with the tiny's tokenizer; SmolVLM's processor needs num2words."""
+    pytest.importorskip("num2words")
+    import torch
+    import transformers as tf
+
+    from exoray.models.vlm import TINY
+
+    tok = tiny.tokenizer
+    processor = tf.SmolVLMProcessor(
+        image_processor=tf.SmolVLMImageProcessor(do_image_splitting=True,
+                                                 size={"longest_edge": 64},
+                                                 max_image_size={"longest_edge": 32}),
+        tokenizer=tok, video_processor=tf.SmolVLMVideoProcessor(),
+        image_seq_len=TINY["image_seq_len"], chat_template=TINY["chat_template"])
+    ids = {k: tok.convert_tokens_to_ids(v) for k, v in
+           {"pad": "<|endoftext|>", "bos": "<|im_start|>", "eos": "<end_of_utterance>",
+            "image": "<image>"}.items()}
+    config = tf.SmolVLMConfig(
+        vision_config=TINY["vision_config"],
+        text_config={**TINY["text_config"], "vocab_size": len(tok), "pad_token_id": ids["pad"],
+                     "bos_token_id": ids["bos"], "eos_token_id": ids["eos"]},
+        image_token_id=ids["image"], scale_factor=TINY["scale_factor"],
+        tie_word_embeddings=False, pad_token_id=ids["pad"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = tf.AutoModelForImageTextToText.from_config(config)
+    folder = root / "smolvlm"
+    model.save_pretrained(str(folder))
+    processor.save_pretrained(str(folder))
+    _check_chat_checkpoint(root, folder, photos, "SmolVLMForConditionalGeneration")

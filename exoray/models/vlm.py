@@ -132,6 +132,7 @@ HUB_OPTIONAL = (
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "pytorch_model*.bin")
 MAX_NEW_TOKENS_LIMIT = 4096
 _NEEDS_BY_MODEL_TYPE = {"smolvlm": ("num2words",)}
+_NESTED_IMAGES = ("smolvlm", "idefics3", "idefics2")
 
 
 def check_generation_options(
@@ -306,6 +307,8 @@ class VLMBackend(ModelBackend):
         self.chat = bool(getattr(self.processor, "chat_template", None))
         self.encoder_decoder = bool(getattr(self.model.config, "is_encoder_decoder", False))
         self._dropped = 1 if config.get("model_type") == "blip" else 0  # see _generate
+        # SmolVLM's processor wants one list of images per prompt (Idefics' accept that too)
+        self._nested = config.get("model_type") in _NESTED_IMAGES
         # a checkpoint brings its own processor settings; the variant's apply to its hub repo only
         own = {} if self.checkpoint is not None else settings
         self.processor_kwargs = dict(own.get("processor_kwargs", {}))
@@ -366,7 +369,8 @@ class VLMBackend(ModelBackend):
         return texts
 
     def _generate(self, pictures: list[Any], prompts: list[str]) -> tuple[list[str], list[int]]:
-        inputs = self.processor(text=self._texts(prompts), images=pictures, padding=True,
+        images = [[p] for p in pictures] if self._nested else pictures
+        inputs = self.processor(text=self._texts(prompts), images=images, padding=True,
                                 return_tensors="pt", **self.processor_kwargs)
         inputs = inputs.to(self.device)
         with self._inference():
