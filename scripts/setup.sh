@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRAS=${EXORAY_EXTRAS-models,detect,ocr,sam,depth,dev}  # set but empty: no extras
+EXTRAS=${EXORAY_EXTRAS-models,detect,ocr,sam,depth,vlm,dev}  # set but empty: no extras
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
@@ -13,7 +13,7 @@ fi
 python -m pip install -q --upgrade pip
 # Only extras with models need torch; EXORAY_EXTRAS= (Phase I-II only) stays at ~1 GB instead of ~6.
 case ",${EXTRAS}," in
-  *,models,*|*,clip,*|*,dino,*|*,sam,*|*,depth,*|*,detect,*|*,ocr,*|*,all,*) NEED_TORCH=1 ;;
+  *,models,*|*,clip,*|*,dino,*|*,sam,*|*,depth,*|*,vlm,*|*,detect,*|*,ocr,*|*,all,*) NEED_TORCH=1 ;;
   *) NEED_TORCH= ;;
 esac
 if [ -n "$NEED_TORCH" ] && ! python -c "import torch, torchvision" >/dev/null 2>&1; then

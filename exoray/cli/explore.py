@@ -73,6 +73,8 @@ def _emit(rows: list[dict[str, Any]], as_json: bool, line: str) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     if args.text_in_image is not None:
         return _search_text_in_image(args)
+    if args.caption is not None:
+        return _search_captions(args)
     from exoray.explore import Explorer
 
     ex = Explorer(_store(args.base).location, args.model)
@@ -102,6 +104,21 @@ def _search_text_in_image(args: argparse.Namespace) -> int:
             print(f"{rank:>4}  {r['relpath']}  {lines}")
     if not results:
         print(f"no OCR text contains {args.text_in_image!r}", file=sys.stderr)
+    return 0
+
+
+def _search_captions(args: argparse.Namespace) -> int:
+    """Phase VI answers (captions, tags...) holding every word, with the answer."""
+    from exoray.prompts.report import search_answers
+
+    hits = search_answers(_store(args.base), args.caption, prompt=args.prompt, limit=args.k)
+    if args.json:
+        print(json.dumps(hits, indent=2, default=_jsonable))
+    else:
+        for rank, h in enumerate(hits, 1):
+            print(f"{rank:>4}  {h['relpath']}  [{h['prompt']}]  {h['text']}")
+    if not hits:
+        print(f"no prompt answer contains {args.caption!r}", file=sys.stderr)
     return 0
 
 
@@ -148,6 +165,10 @@ def add_explore_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> No
     q = p.add_mutually_exclusive_group(required=True)
     q.add_argument("--text-in-image", metavar="WORDS",
                    help="images whose OCR text (Phase V ocr) contains all these words")
+    q.add_argument("--caption", metavar="WORDS",
+                   help="images whose Phase VI answers (captions, tags) contain all these words")
+    p.add_argument("--prompt", metavar="ID@V",
+                   help="with --caption: search one prompt version only (default: all)")
     q.add_argument("--text", help="a text query (needs a text encoder: clip)")
     q.add_argument("--image", help="a query image file")
     q.add_argument("--id", help="an image_id of BASE")

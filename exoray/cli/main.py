@@ -192,9 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_demo)
 
     from exoray.cli.explore import add_explore_commands
+    from exoray.cli.prompts import add_prompt_commands
     from exoray.cli.quality import add_quality_commands
 
     add_explore_commands(sub, parents)
+    add_prompt_commands(sub, parents)
     add_quality_commands(sub, parents)
     return parser
 

@@ -27,7 +27,8 @@ def add_phase_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> None
                        help="BASE folder or URI (s3://, gs://, file://)")
         for opt in spec.options:
             opt.add_to(p, cli_name="--model" if opt.name == "models" else
-                       "--checkpoint" if opt.name == "checkpoints" else None)
+                       "--checkpoint" if opt.name == "checkpoints" else
+                       "--prompt" if opt.name == "prompts" else None)
         _common_options(p, spec.default_part_rows)
         p.set_defaults(handler=_handler(spec), phase_spec=spec)
     for group, specs in groups.items():

@@ -24,6 +24,9 @@ DEMO_OPTIONS: dict[str, dict[str, Any]] = {
     # Tiny random SAM and Depth Anything: the plumbing, on the few images worth the cost.
     "depth": {"model": "depth:tiny", "subset": "high_quality or dense_scene"},
     "sam": {"model": "sam:tiny", "subset": "high_quality", "points_per_side": 8},
+    # Phase VI: starter prompts of the registry (created in BASE/prompts/) with a tiny random VLM.
+    "interpret": {"prompts": ["caption_short", "count_people"], "model": "vlm:tiny",
+                  "subset": "high_quality"},
 }
 
 

@@ -7,6 +7,8 @@ cause is what the user needs: its message names the file or value and the fix.
 
 from __future__ import annotations
 
+import re
+
 from exoray.storage.lease import LeaseBusy, LeaseLost
 
 # Root causes whose message is already written for users (re-raised as they are).
@@ -46,10 +48,27 @@ def user_facing(exc: BaseException) -> BaseException:
     if isinstance(cause, (*USER_ERRORS, WorkerFailure)) or not _is_ray_wrapper(exc):
         return cause
     text = str(cause).strip()
-    if text:
+    remote = _remote_error_line(str(exc)) if _is_ray_wrapper(cause) else None
+    if remote:  # Ray Data's "UDF failed to process a data block" hides the real error
+        summary = remote
+    elif text:
         summary = f"{type(cause).__name__}: {text.splitlines()[0][:300]}"
     else:  # a wrapper without a message: the last line of the remote traceback says what failed
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         summary = lines[-1][:300] if lines else type(cause).__name__
     return WorkerFailure(f"a Ray worker failed: {summary}; rerun with -v for the full "
                          "traceback, and report it if it persists")
+
+
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit)): (.+)$")
+
+
+def _remote_error_line(text: str) -> str | None:
+    """The last ``SomeError: message`` line of a remote traceback that is not Ray's own."""
+    found = None
+    for line in text.splitlines():
+        match = _ERROR_LINE.match(line.strip())
+        if match and not match.group(1).startswith("ray.") and \
+                match.group(1) not in ("UserCodeException", "RayTaskError"):
+            found = f"{match.group(1)}: {match.group(2)[:300]}"
+    return found

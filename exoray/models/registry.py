@@ -20,6 +20,7 @@ _BUILTIN_MODULES: dict[str, str] = {
     "easyocr": "exoray.models.easy_ocr",
     "depth": "exoray.models.depth",
     "sam": "exoray.models.sam",
+    "vlm": "exoray.models.vlm",
 }
 
 _REGISTRY: dict[str, type[ModelBackend]] = {}
