@@ -360,3 +360,17 @@ def test_smolvlm_architecture_from_a_local_checkpoint(root: Path, photos,
     model.save_pretrained(str(folder))
     processor.save_pretrained(str(folder))
     _check_chat_checkpoint(root, folder, photos, "SmolVLMForConditionalGeneration")
+
+
+def test_set_generation_between_calls(root: Path, photos) -> None:
+    backend = VLMBackend("tiny", cache_dir=root / "cache", device="cpu", max_new_tokens=6)
+    long = _run(backend, photos, PROMPTS)
+    backend.set_generation(max_new_tokens=2)
+    assert backend.generation_settings()["max_new_tokens"] == 2
+    _run(backend, photos, PROMPTS)
+    assert all(n <= 2 for n in backend.last_new_tokens)
+    with pytest.raises(ValueError):
+        backend.set_generation(top_p=0)
+    assert backend.generation_settings()["max_new_tokens"] == 2  # unchanged by a bad call
+    backend.set_generation(max_new_tokens=6)
+    assert _run(backend, photos, PROMPTS) == long
