@@ -468,7 +468,7 @@ def test_hub_id_parsing(tmp_path: Path) -> None:
 
 
 def test_unknown_backend_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="valid backends: clip, dino"):
+    with pytest.raises(ValueError, match="valid backends: clip, depth, dino, easyocr"):
         get_backend_class("nope")
     with pytest.raises(ValueError, match="valid backends"):
         load_backend("nope:tiny")
