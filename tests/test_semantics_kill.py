@@ -1,5 +1,6 @@
-"""Every Phase V task survives a real kill: the whole run (driver, raylet, workers) is SIGKILLed
-between two publishes, then rerun; each image ends up exactly once, as a row or an error."""
+"""Every Phase V task and Phase VI survive a real kill: the whole run (driver, raylet, workers) is
+SIGKILLed between two publishes, then rerun; each image ends up exactly once, as a row or an
+error."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from exoray.image.manifest import read_manifest
 from exoray.storage import layout
 from exoray.storage.parts import read_parts
 from exoray.storage.store import Store
-from pipelines import depth, detect, manifest, ocr, sam
+from pipelines import depth, detect, interpret, manifest, ocr, sam
 
 pytestmark = pytest.mark.slow
 TASKS = {"detect": (detect.SPEC, ["--model", "yolo:tiny"]),
          "ocr": (ocr.SPEC, ["--model", "rapidocr", "--image-size", "640"]),
          "sam": (sam.SPEC, ["--model", "sam:tiny", "--points-per-side", "4"]),
-         "depth": (depth.SPEC, ["--model", "depth:tiny"])}
+         "depth": (depth.SPEC, ["--model", "depth:tiny"]),
+         "interpret": (interpret.SPEC, ["--prompt", "count_people", "--model", "vlm:tiny"])}
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
@@ -26,8 +28,9 @@ def test_a_task_killed_mid_publish_then_rerun_is_exactly_once(task, real_photos,
     spec, model_args = TASKS[task]
     base = tmp_path / "base"
     manifest.run(base, images=real_photos)
-    args = ["semantics", str(base), "--task", task, *model_args, "--part-rows", "2",
-            "--batch-size", "2", "-q"]
+    command = ["interpret", str(base)] if task == "interpret" else \
+        ["semantics", str(base), "--task", task]
+    args = [*command, *model_args, "--part-rows", "2", "--batch-size", "2", "-q"]
     marker = tmp_path / "fired"
     code, _, err = finish(start(*args, failpoint=f"between_publishes=killpg:{marker}"))
     assert marker.exists() and code != 0, err[-3000:]  # died mid-publish with its workers
