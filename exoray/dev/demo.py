@@ -46,6 +46,9 @@ def run_demo(base: str, *, n: int = 200, seed: int = 0, show_progress: bool = Tr
         truth = make_image_set(images, n=n, seed=seed, corrupt=True, max_megapixels=1.5)
         print(f"[demo] wrote {len(truth['images'])} synthetic images to {images}")
     print("[demo] I manifest:", manifest.run(base, images=images))
+    from exoray.strata.rules import load_rules
+
+    evidence_tasks = set(load_rules().evidence_tables())
     for spec in phase_specs():
         try:
             result = run_phase(spec, base, part_rows=100, show_progress=show_progress,
@@ -54,7 +57,7 @@ def run_demo(base: str, *, n: int = 200, seed: int = 0, show_progress: bool = Tr
             print(f"[demo] {spec.title} skipped: {str(exc).splitlines()[0]}")
             continue
         print(f"[demo] {spec.title}: {result}")
-        if spec.group:  # Phase V evidence arrived: flags made without it are redone
+        if spec.name in evidence_tasks:  # new Phase V evidence: flags made without it redone
             again = run_phase(get_phase("stratify"), base, show_progress=show_progress)
             print(f"[demo] IV flags with the new {spec.name} evidence: {again}")
         if spec.name == "features":
