@@ -49,8 +49,7 @@ def resolve(store: Store, opts: dict[str, Any]) -> list[Target]:
     ids = opts["prompts"]
     ids = [ids] if isinstance(ids, str) else list(ids or [])
     if not ids:
-        raise ValueError(f"pass at least one --prompt ID; the registry "
-                         f"{store.uri(registry.path) if registry.path else ''} has: "
+        raise ValueError(f"pass at least one --prompt ID; the registry {registry.path} has: "
                          f"{', '.join(registry.ids())}")
     if len(set(ids)) != len(ids):
         raise ValueError(f"each prompt once per run, got {ids}")
@@ -121,6 +120,21 @@ def stages(ctx: StageContext) -> list[Any]:
     ]
 
 
+def _calibrate(store: Store, targets: list[Target], opts: dict[str, Any], todo: Any
+               ) -> float | None:
+    """Seconds per image for all prompts of the run: each prompt timed on a few images."""
+    from exoray.semantics.tasks import calibrate_model
+
+    total = 0.0
+    for target in targets:
+        seconds = calibrate_model(store, target.info, opts, todo,
+                                  target.info["prompt"]["generation"])
+        if seconds is None:
+            return None
+        total += seconds
+    return total
+
+
 SPEC = PhaseSpec(
     name="interpret",
     title="VI prompts",
@@ -146,6 +160,7 @@ SPEC = PhaseSpec(
     stages=stages,
     discover=discover_prompts,
     default_part_rows=1000,
+    calibrate=lambda store, targets, opts, todo: _calibrate(store, targets, opts, todo),
     next_step="exoray prompts {base}   # what ran; --compare ID@1 ID@2; search --caption WORDS",
 )
 

@@ -40,6 +40,9 @@ def base(real_photos, tmp_path_factory, ray_session):
 
 
 def test_two_prompts_one_decode_rows_carry_prompt_and_model(base):
+    est = interpret.run(base, ["caption_v1", "count_people"], model="vlm:tiny", estimate=True,
+                        show_progress=False)
+    assert est.todo == 8 and est.eta_seconds is not None and "timed batch" in est.eta_source
     result = interpret.run(base, ["caption_v1", "count_people"], model="vlm:tiny",
                            batch_size=4, show_progress=False)
     assert result.processed == 6 and result.errors == 2, result

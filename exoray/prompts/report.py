@@ -29,7 +29,7 @@ def overview(store: Store) -> dict[str, Any]:
     prompts = [{"id": p.id, "task": p.task, "version": p.version, "output": p.output,
                 "hash": p.hash, "line": p.line, "model": p.model, "text": p.text,
                 "runs": runs.get(p.id, [])} for p in registry.prompts]
-    return {"registry": store.uri(registry.path) if registry.path else None,
+    return {"registry": registry.path,
             "created": registry.created, "prompts": prompts,
             "problems": version_problems(registry, recorded_hashes(store))}
 

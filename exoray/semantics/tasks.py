@@ -186,7 +186,13 @@ def discover_task(task: TaskDef, store: Store) -> list[Target]:
 
 
 def calibrate_task(task: TaskDef, store: Store, targets: list[Target], opts: dict[str, Any],
-                   todo: pa.Table, n: int = 4) -> float | None:
+                   todo: pa.Table) -> float | None:
+    info = targets[0].info
+    return calibrate_model(store, info, opts, todo, info["model_options"])
+
+
+def calibrate_model(store: Store, info: dict[str, Any], opts: dict[str, Any], todo: pa.Table,
+                    model_options: dict[str, Any], n: int = 4) -> float | None:
     """Seconds per image on this machine, timed on up to ``n`` todo images after a warm-up
     image (model loading is not counted: a run pays it once).
 
@@ -197,16 +203,16 @@ def calibrate_task(task: TaskDef, store: Store, targets: list[Target], opts: dic
     from concurrent.futures import ProcessPoolExecutor
 
     from exoray.engine.stages.semantics import padded_square
+    from exoray.image.decode import DecodeError
     from exoray.image.manifest import manifest_root
 
-    info = targets[0].info
     root = Store(manifest_root(store) or "")
     squares, sizes = [], []
     for relpath in todo["relpath"].to_pylist():
         try:
             square, size, _ = padded_square(root.read_bytes(relpath), info["input_size"],
                                             name=relpath, max_pixels=opts["max_pixels"])
-        except (OSError, ValueError):  # a bad file is not a timing sample
+        except (OSError, ValueError, DecodeError):  # a bad file is not a timing sample
             continue
         squares.append(square)
         sizes.append(size)
@@ -216,7 +222,7 @@ def calibrate_task(task: TaskDef, store: Store, targets: list[Target], opts: dic
         return None
     batch = {"image": np.stack(squares), "image_size": np.asarray(sizes, np.int32)}
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(time_backend, info["backend"], info["kwargs"], info["model_options"],
+        return pool.submit(time_backend, info["backend"], info["kwargs"], model_options,
                            batch).result()
 
 
