@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from exoray.engine.done import count_done, done_keys, permanent_error_keys, present_images
-from exoray.engine.errors_table import read_errors, without_successes
+from exoray.engine.errors_table import image_keys, read_errors, without_successes
 from exoray.engine.registry import phase_specs
 from exoray.engine.runlog import read_runs
 from exoray.engine.spec import PhaseSpec, Target
@@ -139,6 +139,15 @@ def collect_status(base: str, subset: str | None = None) -> StoreStatus:
                 selected = subsets(expr)
             except ValueError:  # the flags that subset named are gone: count all images
                 selected, expr = images, None
+            if expr and not subset:
+                # The flags may have changed since that run (new evidence): what it did still
+                # counts, so the total is the subset now plus whatever is already done.
+                done = done_keys(store, target.folder)
+                in_done = pc.is_in(image_keys(images), value_set=done) if len(done) else None
+                if in_done is not None:
+                    keep = pc.or_(pc.is_in(image_keys(images), value_set=image_keys(selected)),
+                                  in_done)
+                    selected = images.filter(keep)
             st = target_status(store, spec, target, selected, runs, errors, label)
             if expr:
                 st.extra["subset"] = expr
