@@ -41,7 +41,7 @@ measures a GPU machine):
 
     python benchmarks/bench_semantics.py                       # 4 tasks, 48/24/32/96 images
     python benchmarks/bench_semantics.py --task ocr --repeat 2
-    python benchmarks/bench_semantics.py --task depth-small --n-depth-small 16
+    python benchmarks/bench_semantics.py --task depth-small --repeat 2   # 32 images, ~5 min (2 vCPUs)
     python benchmarks/bench_semantics.py --n-detect 512 --n-ocr 128 --n-sam 64 --n-depth 512 \\
         --task detect ocr sam depth depth-small --n-depth-small 256   # on a GPU machine
 """
@@ -76,7 +76,7 @@ from _common import (
 
 TASKS = ("detect", "ocr", "sam", "depth", "depth-small")
 DEFAULT_TASKS = ("detect", "ocr", "sam", "depth")
-DEFAULT_N = {"detect": 48, "ocr": 24, "sam": 32, "depth": 96, "depth-small": 16}
+DEFAULT_N = {"detect": 48, "ocr": 24, "sam": 32, "depth": 96, "depth-small": 32}
 # What is compared per image: (count column or None = one result per image, text column,
 # number column) in the pipeline's output; the loop computes the same from the backend's items.
 RESULT_COLUMNS: dict[str, tuple[str | None, str | None, str | None]] = {
@@ -558,11 +558,12 @@ def bench_task(args: Any, task: str, n: int) -> list[dict[str, float]]:
                             f"[{rep + 1}] pipeline {task_kind(task)}.run", t, plan=rep == 0)
         res = pipe["result"]
         samples = pipe["samples"]
-        print(f"    ({res.processed} rows, {res.errors} errors; first model batch done after "
-              f"{samples[0][0] if samples else float('nan'):.2f}s, counter samples "
-              f"{len(samples)})")
-        print(f"    (results: {compare(loop['counts'], pipe['counts'], task_kind(task))})")
         pipe_s = t[f"[{rep + 1}] pipeline {task_kind(task)}.run"]
+        first, last = (samples[0][0], samples[-1][0]) if samples else (float("nan"),) * 2
+        print(f"    ({res.processed} rows, {res.errors} errors; first model batch done after "
+              f"{first:.2f}s, last after {last:.2f}s, then {pipe_s - last:.2f}s to the end of "
+              f"run (write, commit); counter samples {len(samples)})")
+        print(f"    (results: {compare(loop['counts'], pipe['counts'], task_kind(task))})")
         loop_total = loop["startup_s"] + loop["loop_s"]
         row = {"loop_total": loop_total, "loop_process": t[f"[{rep + 1}] plain loop (process)"],
                "loop_startup": loop["startup_s"], "loop_first": loop["first_batch_end_s"],
