@@ -21,10 +21,8 @@ upsamples pixels the decode stage never had, at up to 1.8x the tokens for a 16:9
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,15 +31,14 @@ import numpy as np
 
 from exoray.models._logs import quiet_loading
 from exoray.models.base import ModelBackend, checkpoint_model_id, import_or_raise
+from exoray.models.padded import valid_sizes
 from exoray.models.preprocess import PIL_RESAMPLE, as_hw
 from exoray.models.registry import register_backend
 from exoray.models.weights import (
-    COMPLETE_MARKER,
     resolve_checkpoint,
     stage_locally,
     weight_files,
     weights_hash,
-    write_marker,
 )
 
 _REAL = {"input_size": 518}  # the models' own resolution (37 patches of 14 px)
@@ -183,7 +180,7 @@ class DepthBackend(ModelBackend):
 
     def _forward(self, images: np.ndarray, image_size: np.ndarray | None = None) -> list[list]:
         torch, F = self._torch, self._torch.nn.functional
-        sizes = _valid_sizes(images, image_size)
+        sizes = valid_sizes(images, image_size)
         mode = PIL_RESAMPLE.get(int(self.preprocess.get("resample", 3)), "bicubic")
         mean = torch.tensor(self.preprocess["image_mean"], device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.preprocess["image_std"], device=self.device).view(1, 3, 1, 1)
@@ -271,28 +268,10 @@ def build_tiny_depth(out_dir: str | os.PathLike[str]) -> str:
 
 
 def _ensure_tiny(cache_dir: Path) -> Path:
-    """`cache_dir/tiny-depth`, built once into a temporary sibling and renamed into place."""
-    sha = hashlib.sha256(json.dumps(TINY, sort_keys=True).encode()).hexdigest()
-    target = Path(cache_dir) / "tiny-depth"
+    """`cache_dir/tiny-depth`, built once (see `exoray.models.tiny.ensure_built`)."""
+    from exoray.models.tiny import ensure_built
 
-    def built() -> bool:
-        return _read_json(target / COMPLETE_MARKER, strict=False).get("config_sha256") == sha
-
-    if built():
-        return target
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    build_tiny_depth(tmp)
-    write_marker(tmp, {"tiny": "depth", "config_sha256": sha, "seed": TINY_SEED})
-    if target.exists() and not built():  # stale: older config, or an interrupted build
-        shutil.rmtree(target)
-    try:
-        os.replace(tmp, target)
-    except OSError:
-        if not built():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)  # another worker renamed an identical build first
-    return target
+    return ensure_built("depth", TINY, build_tiny_depth, cache_dir, seed=TINY_SEED)
 
 
 def _check_config(config: Mapping[str, Any], folder: Path) -> None:
@@ -324,15 +303,3 @@ def _input_size(cfg: Mapping[str, Any]) -> int:
     return max(as_hw(cfg.get("size") or DEFAULT_PREPROCESS["size"]))
 
 
-def _valid_sizes(images: np.ndarray, image_size: Any) -> list[tuple[int, int]]:
-    """(width, height) of the picture in each padded square's top-left; the whole square if None."""
-    n, side_h, side_w = images.shape[:3]
-    if image_size is None:
-        return [(side_w, side_h)] * n
-    sizes = [tuple(int(v) for v in np.asarray(s).reshape(-1)) for s in image_size]
-    if len(sizes) != n or any(len(s) != 2 for s in sizes):
-        raise ValueError(f"image_size must hold one (width, height) per image, got {sizes[:3]}")
-    bad = [s for s in sizes if not (1 <= s[0] <= side_w and 1 <= s[1] <= side_h)]
-    if bad:
-        raise ValueError(f"image_size {bad[0]} does not fit the {side_w}x{side_h} padded square")
-    return sizes  # type: ignore[return-value]

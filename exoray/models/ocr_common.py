@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from exoray.models.base import ModelBackend
+from exoray.models.padded import crop_valid, valid_sizes
 
 # Measured on rendered text and scikit-image's page and coffee photos: easyocr's misreads scored
 # 0.13-0.45 and its right readings 0.58-1.0 (one right fragment 0.33); rapidocr's one misread
@@ -42,38 +43,6 @@ def check_min_confidence(value: Any) -> float:
             f"min_confidence must be between 0 and 1 (the engines' confidence scale), got {value}"
         )
     return float(value)
-
-
-def valid_sizes(images: np.ndarray, image_size: Any = None) -> list[tuple[int, int]]:
-    """(width, height) of the picture inside each padded square; the whole square if None."""
-    n, side_h, side_w = images.shape[:3]
-    if image_size is None:
-        return [(side_w, side_h)] * n
-    items = list(image_size)
-    if len(items) != n:
-        raise ValueError(f"image_size has {len(items)} entries for {n} images")
-    sizes = []
-    for item in items:
-        if isinstance(item, Mapping):
-            item = (item["width"], item["height"])
-        values = np.asarray(item).reshape(-1)
-        if values.size != 2:
-            raise ValueError(f"image_size entries must be (width, height), got {item!r}")
-        w, h = (int(v) for v in values)
-        if not (1 <= w <= side_w and 1 <= h <= side_h):
-            raise ValueError(
-                f"image_size {(w, h)} does not fit the {side_w}x{side_h} padded square; it must "
-                "be the (width, height) of the picture in its top-left corner"
-            )
-        sizes.append((w, h))
-    return sizes
-
-
-def crop_valid(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The picture in the top-left ``size`` = (w, h) of a padded square, as a contiguous copy
-    (OpenCV, used by both engines, wants contiguous arrays)."""
-    w, h = size
-    return np.ascontiguousarray(image[:h, :w])
 
 
 def to_lines(raw: Iterable[RawLine], width: int, height: int,

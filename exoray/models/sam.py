@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from exoray.models.base import ModelBackend
+from exoray.models.padded import crop_valid, valid_sizes
 from exoray.models.registry import register_backend
 from exoray.models.weights import stage_locally, weights_hash
 from exoray.semantics.masks import counts_to_string, rle_area, rle_bbox, tensor_counts
@@ -185,13 +186,8 @@ class SamBackend(ModelBackend):
 
     def _forward(self, images: np.ndarray, image_size: np.ndarray | None = None
                  ) -> list[list[dict[str, Any]]]:
-        height, width = images.shape[1:3]
-        sizes = [(width, height)] * len(images) if image_size is None else \
-            [_valid_size(s, width, height) for s in image_size]
-        if len(sizes) != len(images):
-            raise ValueError(f"image_size has {len(sizes)} rows for {len(images)} images")
-        return [self._masks(np.ascontiguousarray(im[:h, :w]))
-                for im, (w, h) in zip(images, sizes, strict=True)]
+        return [self._masks(crop_valid(im, size))
+                for im, size in zip(images, valid_sizes(images, image_size), strict=True)]
 
     def _masks(self, rgb: np.ndarray) -> list[dict[str, Any]]:
         """One valid region -> its masks, halving points_per_batch on CUDA out-of-memory (the
@@ -275,16 +271,6 @@ def _architecture(state: Any) -> str:
     except (KeyError, TypeError, AttributeError, IndexError):
         return "not a segment-anything Sam state dict"
     return f"it looks like {widths.get(width, f'a {width}-wide image encoder')}"
-
-
-def _valid_size(size: Any, width: int, height: int) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in np.asarray(size).reshape(2))
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"image_size must hold a (width, height) pair per image ({exc})") from exc
-    if not (1 <= w <= width and 1 <= h <= height):
-        raise ValueError(f"image_size {w}x{h} is outside the {width}x{height} padded square")
-    return w, h
 
 
 def _checkpoint_path(checkpoint: str) -> Path:

@@ -74,22 +74,29 @@ BUILDERS: dict[str, Callable[[str | os.PathLike[str]], str]] = {
 
 
 def ensure_tiny(kind: str, cache_dir: str | os.PathLike[str]) -> Path:
-    """`cache_dir/tiny-<kind>`, built once; rebuilt only if the packaged config changed.
+    """`cache_dir/tiny-<kind>` of a packaged tiny config (clip, dino), built once."""
+    if kind not in BUILDERS:
+        raise ValueError(f"no tiny model {kind!r}; valid: {', '.join(BUILDERS)}")
+    return ensure_built(kind, tiny_config(kind), BUILDERS[kind], cache_dir)
+
+
+def ensure_built(kind: str, config: Any, builder: Callable[[str | os.PathLike[str]], Any],
+                 cache_dir: str | os.PathLike[str], seed: int = SEED) -> Path:
+    """`cache_dir/tiny-<kind>` made by ``builder``, built once; rebuilt only if ``config`` (what
+    the build depends on) changed. Every backend's tiny model goes through here.
 
     Built in a temporary sibling and renamed into place, so concurrent workers never load a
     half-written model.
     """
-    if kind not in BUILDERS:
-        raise ValueError(f"no tiny model {kind!r}; valid: {', '.join(BUILDERS)}")
-    config_sha = hashlib.sha256(json.dumps(tiny_config(kind), sort_keys=True).encode()).hexdigest()
+    config_sha = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     target = Path(cache_dir) / f"tiny-{kind}"
     if _marker_sha(target) == config_sha:
         return target
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     with quiet_loading():
-        BUILDERS[kind](tmp)
-    write_marker(tmp, {"tiny": kind, "config_sha256": config_sha, "seed": SEED})
+        builder(tmp)
+    write_marker(tmp, {"tiny": kind, "config_sha256": config_sha, "seed": seed})
     if target.exists():
         if _marker_sha(target) == config_sha:  # another worker finished first
             shutil.rmtree(tmp, ignore_errors=True)

@@ -34,11 +34,9 @@ written by save_pretrained (model + processor files) works wherever a hub id doe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,7 @@ import numpy as np
 
 from exoray.models._logs import quiet_loading
 from exoray.models.base import ModelBackend, _importable, checkpoint_model_id, import_or_raise
+from exoray.models.padded import valid_sizes
 from exoray.models.registry import register_backend
 from exoray.models.weights import (
     COMPLETE_MARKER,
@@ -351,7 +350,7 @@ class VLMBackend(ModelBackend):
         from PIL import Image
 
         n = len(images)
-        sizes = _valid_sizes(images, image_size)
+        sizes = valid_sizes(images, image_size)
         prompts = _prompts(prompt, n)
         pictures = [Image.fromarray(np.ascontiguousarray(images[i, :h, :w]))
                     for i, (w, h) in enumerate(sizes)]
@@ -410,20 +409,6 @@ def _prompts(prompt: Any, n: int) -> list[str]:
     if bad:
         raise ValueError(f"each prompt must be a non-empty str, got {bad[0]!r}")
     return [str(p) for p in items]
-
-
-def _valid_sizes(images: np.ndarray, image_size: Any) -> list[tuple[int, int]]:
-    """(width, height) of the picture in each padded square's top-left; the whole square if None."""
-    n, side_h, side_w = images.shape[:3]
-    if image_size is None:
-        return [(side_w, side_h)] * n
-    sizes = [tuple(int(v) for v in np.asarray(s).reshape(-1)) for s in image_size]
-    if len(sizes) != n or any(len(s) != 2 for s in sizes):
-        raise ValueError(f"image_size must hold one (width, height) per image, got {sizes[:3]}")
-    bad = [s for s in sizes if not (1 <= s[0] <= side_w and 1 <= s[1] <= side_h)]
-    if bad:
-        raise ValueError(f"image_size {bad[0]} does not fit the {side_w}x{side_h} padded square")
-    return sizes  # type: ignore[return-value]
 
 
 def _check_needs(modules: Any, what: str) -> None:
@@ -511,28 +496,10 @@ def build_tiny_vlm(out_dir: str | os.PathLike[str]) -> str:
 
 
 def _ensure_tiny(cache_dir: Path) -> Path:
-    """`cache_dir/tiny-vlm`, built once into a temporary sibling and renamed into place."""
-    sha = hashlib.sha256(json.dumps(TINY, sort_keys=True).encode()).hexdigest()
-    target = Path(cache_dir) / "tiny-vlm"
+    """`cache_dir/tiny-vlm`, built once (see `exoray.models.tiny.ensure_built`)."""
+    from exoray.models.tiny import ensure_built
 
-    def built() -> bool:
-        return _read_json(target / COMPLETE_MARKER, strict=False).get("config_sha256") == sha
-
-    if built():
-        return target
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    build_tiny_vlm(tmp)
-    write_marker(tmp, {"tiny": "vlm", "config_sha256": sha, "seed": TINY_SEED})
-    if target.exists() and not built():  # stale: older config, or an interrupted build
-        shutil.rmtree(target)
-    try:
-        os.replace(tmp, target)
-    except OSError:
-        if not built():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)  # another worker renamed an identical build first
-    return target
+    return ensure_built("vlm", TINY, build_tiny_vlm, cache_dir, seed=TINY_SEED)
 
 
 __all__ = ["DEFAULT_PROMPT", "TINY_MODEL_ID", "VLM_VARIANTS", "VLMBackend", "build_tiny_vlm",

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from exoray.models.base import ModelBackend
+from exoray.models.padded import valid_sizes
 from exoray.models.registry import register_backend
 from exoray.models.weights import stage_locally, weights_hash
 
@@ -140,7 +141,7 @@ class YoloBackend(ModelBackend):
 
     def _forward(self, images: np.ndarray, image_size: np.ndarray | None = None) -> list[list]:
         height, width = images.shape[1:3]
-        sizes = _valid_sizes(image_size, len(images), width, height)
+        sizes = valid_sizes(images, image_size)
         # ultralytics' select_device sets torch to cpu_count - 1 threads on CPU at each predict
         # (1 thread on a 2-vCPU Colab): keep the count this process chose (use_cpu_threads).
         threads = self._torch.get_num_threads()
@@ -252,20 +253,3 @@ def _fetch_hub(name: str, cache_dir: Path) -> Path:
     return dest
 
 
-def _valid_sizes(image_size: np.ndarray | None, n: int, width: int, height: int) -> np.ndarray:
-    """(n, 2) valid (width, height) per image; the whole square when `image_size` is absent."""
-    if image_size is None:
-        return np.tile(np.array([width, height], dtype=np.float64), (n, 1))
-    try:
-        sizes = np.stack([np.asarray(s, dtype=np.float64).reshape(2) for s in image_size])
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"image_size must hold a (width, height) pair per image ({exc})") from exc
-    if len(sizes) != n:
-        raise ValueError(f"image_size has {len(sizes)} rows for {n} images")
-    bad = (sizes < 1).any(axis=1) | (sizes[:, 0] > width) | (sizes[:, 1] > height)
-    if bad.any():
-        raise ValueError(
-            f"image_size values must be between 1 and the {width}x{height} padded square, got "
-            f"{sizes[bad][:3].tolist()}"
-        )
-    return sizes
