@@ -22,9 +22,8 @@ from exoray.prompts.outputs import (
     recorded_hashes,
     remember_prompt,
 )
+from exoray.semantics.tasks import model_run_options
 from exoray.storage.store import Store
-from exoray.util.cli_types import positive_int_arg
-from pipelines.features import MAX_PIXELS_OPTION
 
 DEFAULT_MODEL = "vlm"  # SmolVLM-256M-Instruct: fits a T4 beside the other models
 MODEL_ACTOR_CPUS = 0.25
@@ -145,16 +144,7 @@ SPEC = PhaseSpec(
                "several (one decode for all)", repeat=True, metavar="ID"),
         Option("model", None, "vlm variant: smolvlm-256m (default, or the prompt's own model), "
                "smolvlm-500m, ... or vlm with --checkpoint", metavar="MODEL"),
-        Option("checkpoint", None, "a local model folder (save_pretrained) or hub id",
-               metavar="PATH"),
-        Option("batch_size", None, "images per model batch (default: per model)",
-               type=positive_int_arg),
-        Option("image_size", None, "long side of the picture the model sees (default: per "
-               "model)", type=positive_int_arg),
-        Option("gpu_share", None, "fraction of one GPU for the model actor (default: 0.25)",
-               type=float),
-        Option("device", None, "cuda / cpu (default: cuda when available)"),
-        MAX_PIXELS_OPTION,
+        *model_run_options(),
     ),
     resolve=resolve,
     stages=stages,

@@ -238,14 +238,12 @@ def time_backend(backend: str, kwargs: dict[str, Any], model_options: dict[str, 
     return (time.perf_counter() - started) / (len(batch["image"]) - 1)
 
 
-def common_options(task: TaskDef) -> tuple[Option, ...]:
+def model_run_options() -> tuple[Option, ...]:
+    """Options every model phase shares (Phase V tasks and Phase VI): weights, batch, working
+    size, GPU share, device, pixel limit."""
     from pipelines.features import MAX_PIXELS_OPTION
 
     return (
-        Option("model", task.default_model,
-               "the task's model as NAME or NAME:VARIANT (detect: yolo11n, yolo11s, yolov8n, "
-               "... or yolo with --checkpoint; ocr: rapidocr, easyocr, easyocr:en+fr)",
-               metavar="MODEL"),
         Option("checkpoint", None, "a local weights file/folder (or hub id) for the model",
                metavar="PATH"),
         Option("batch_size", None, "images per model batch (default: per model)",
@@ -256,6 +254,16 @@ def common_options(task: TaskDef) -> tuple[Option, ...]:
                type=float),
         Option("device", None, "cuda / cpu (default: cuda when available)"),
         MAX_PIXELS_OPTION,
+    )
+
+
+def task_options(task: TaskDef) -> tuple[Option, ...]:
+    return (
+        Option("model", task.default_model,
+               "the task's model as NAME or NAME:VARIANT (detect: yolo11n, yolov8s, ... or yolo "
+               "with --checkpoint; ocr: rapidocr, easyocr, easyocr:en+fr; sam: sam, sam:vit_l; "
+               "depth: depth, depth:base)", metavar="MODEL"),
+        *model_run_options(),
         *task.model_options,
         *task.row_options,
     )
@@ -267,7 +275,7 @@ def task_spec(task: TaskDef) -> PhaseSpec:
         title=f"V {task.name}",
         help=task.help,
         outputs=(Output(task.name, task.schema, TASK_KEY),),
-        options=common_options(task),
+        options=task_options(task),
         resolve=lambda store, opts: resolve_task(task, store, opts),
         stages=lambda ctx: task_stages(task, ctx),
         discover=lambda store: discover_task(task, store),
