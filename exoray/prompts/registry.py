@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, NoReturn
 
-import yaml
-
 from exoray.prompts.parsers import OUTPUT_TYPES
+from exoray.util.yaml_lines import load_with_lines
 
 __all__ = [
     "GENERATION_KEYS",
@@ -159,44 +158,14 @@ class Registry:
 
 # -- parsing -------------------------------------------------------------------------------------
 
-def _line_map(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int],
-              source: str) -> None:
-    """Line of every key path (as :func:`exoray.strata.rules._line_map`; raises PromptError)."""
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            line = key_node.start_mark.line + 1
-            if path + (key,) in out:
-                entry = f"entry {path[0] + 1}" if path and isinstance(path[0], int) else "entry"
-                raise PromptError(f"{source} line {line}, {entry}, key {key!r}: defined twice "
-                                  f"(first on line {out[path + (key,)]}); keep one")
-            out[path + (key,)] = line
-            _line_map(value_node, path + (key,), out, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _line_map(item, path + (i,), out, source)
-
-
 def _compose(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise PromptError(f"{source}{where}: YAML syntax error: {exc.problem or exc.context}; "
-                          "check indentation, quotes (quote prompts that contain ': ' or '#') "
-                          "and the '- ' before each entry") from None
-    except yaml.YAMLError as exc:
-        raise PromptError(f"{source}: YAML syntax error: {exc}".replace("\n", " ")) from None
-    finally:
-        loader.dispose()
-    lines: dict[tuple[Any, ...], int] = {}
-    if node is not None:
-        _line_map(node, (), lines, source)
-    return data, lines
+    def describe(path: tuple[Any, ...]) -> str:
+        entry = f"entry {path[0] + 1}" if path and isinstance(path[0], int) else "entry"
+        return f"{entry}, key {path[-1]!r}"
+
+    return load_with_lines(text, source, error=PromptError, describe=describe,
+                           syntax_hint="check indentation, quotes (quote prompts that contain "
+                                       "': ' or '#') and the '- ' before each entry")
 
 
 class _Checker:

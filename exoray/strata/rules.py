@@ -27,6 +27,7 @@ from exoray.explore import quality
 from exoray.strata import nodes as N
 from exoray.strata._compile import NAME_RE, Compiler
 from exoray.strata.expr import KEYWORDS
+from exoray.util.yaml_lines import load_with_lines
 
 __all__ = ["FlagRule", "Rules", "RulesError", "default_rules_text", "load_rules"]
 
@@ -95,39 +96,11 @@ def _raise(docs: list[_Doc], path: tuple[Any, ...], problem: str) -> NoReturn:
     raise RulesError(f"{where}: {problem}")
 
 
-def _line_map(node: yaml.Node, path: tuple[Any, ...], out: dict, source: str) -> None:
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            if path + (key,) in out:
-                raise RulesError(f"{source} line {key_node.start_mark.line + 1}, key "
-                                 f"{_key_text(path + (key,))!r}: defined twice (first on line "
-                                 f"{out[path + (key,)]}); keep one")
-            out[path + (key,)] = key_node.start_mark.line + 1
-            _line_map(value_node, path + (key,), out, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _line_map(item, path + (i,), out, source)
-
-
 def _parse(text: str, source: str, base_dir: Path) -> _Doc:
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RulesError(f"{source}{where}: YAML syntax error: {exc.problem or exc.context}; "
-                         "check indentation, quotes and the ':' after each key") from None
-    except yaml.YAMLError as exc:
-        raise RulesError(f"{source}: YAML syntax error: {exc}".replace("\n", " ")) from None
-    finally:
-        loader.dispose()
-    lines: dict[tuple[Any, ...], int] = {}
-    if node is not None:
-        _line_map(node, (), lines, source)
+    data, lines = load_with_lines(
+        text, source, error=RulesError,
+        syntax_hint="check indentation, quotes and the ':' after each key",
+        describe=lambda path: f"key {_key_text(path)!r}")
     doc = _Doc(source, data, lines, base_dir)
     if data is None:
         doc.data = {}
