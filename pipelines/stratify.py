@@ -67,7 +67,9 @@ def _inputs(ctx: StageContext) -> dict[str, Any]:
     ctx.cache["features"] = read_features(store, columns)
     ctx.cache["duplicates"] = _duplicates(store)
     ctx.cache["vectors"], ctx.cache["text_vectors"] = _clip_inputs(store, rules)
-    ctx.cache["evidence"] = read_evidence(store, rules)
+    # stale_flags() read it already while the todo list was made: read once per run.
+    evidence = ctx.targets[0].info.get("evidence")
+    ctx.cache["evidence"] = read_evidence(store, rules) if evidence is None else evidence
     ctx.cache["reported"] = False
     return ctx.cache
 
@@ -100,6 +102,7 @@ def stale_flags(store: Store, target: Target) -> pa.Array | None:
     if rules is None or not store.is_dir(target.folder):
         return None
     evidence = read_evidence(store, rules)
+    target.info["evidence"] = evidence  # compute() reuses it
     if not evidence:
         return None
     flags = read_parts(store, target.folder, None, key=KEY)
