@@ -16,12 +16,21 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from exoray.storage.latency import (
+    CallCounter,
+    counter_of,
+    is_latency_location,
+    split_location,
+    wrap,
+)
+from exoray.storage.listing import list_tree
+
 URI_SCHEMES = ("s3://", "gs://", "gcs://", "file://", "hdfs://", "abfs://", "abfss://")
 
 
 def is_uri(location: str) -> bool:
     """True for ``scheme://`` locations that must go through pyarrow's filesystem layer."""
-    return str(location).startswith(URI_SCHEMES)
+    return str(location).startswith(URI_SCHEMES) or is_latency_location(location)
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,13 @@ class Store:
         if not location:
             raise ValueError("BASE location is empty: pass a folder path or a URI like s3://bucket/x")
         self.location = location
+        if is_latency_location(location):  # a Drive/S3-like test double around another store
+            inner_location, profile = split_location(location)
+            inner = Store(inner_location)
+            self.fs, _ = wrap(inner.fs, profile)
+            self.root, self.local = inner.root, False
+            self.atomic_put = inner.atomic_put
+            return
         if is_uri(location):
             fs, root = pafs.FileSystem.from_uri(location)
             self.fs: pafs.FileSystem = fs
@@ -73,11 +89,22 @@ class Store:
         return f"{self.root}/{rel}" if rel else self.root
 
     def uri(self, *parts: str) -> str:
-        """A location string for ``parts`` that can build a new Store (path or URI)."""
+        """A location string for ``parts`` that can build a new Store (path or URI).
+
+        A URI keeps its query (an S3 ``endpoint_override``, a latency profile), so the new Store
+        talks to the same server the same way.
+        """
         if self.local:
             return self.path(*parts)
-        scheme = self.location.split("://", 1)[0]
-        return f"{scheme}://{self.path(*parts)}"
+        head, sep, query = self.location.partition("?")
+        rel = "/".join(p.strip("/") for p in parts if p)
+        head = f"{head.rstrip('/')}/{rel}" if rel else head
+        return f"{head}{sep}{query}"
+
+    @property
+    def counter(self) -> CallCounter | None:
+        """Storage calls made so far, for a ``latency+`` store (None for real storage)."""
+        return counter_of(self.fs)
 
     def local_path(self, *parts: str) -> str | None:
         """OS path for local/FUSE stores (used to hand files to libraries), else None."""
@@ -120,8 +147,11 @@ class Store:
                             st = entry.stat()
                             yield FileEntry(rel, st.st_size, st.st_mtime_ns)
             return
-        selector = pafs.FileSelector(base, allow_not_found=True, recursive=recursive)
-        for info in self.fs.get_file_info(selector):
+        if recursive:  # sub-trees listed concurrently: pages of one prefix are sequential
+            infos = list_tree(self.fs, base)
+        else:
+            infos = self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+        for info in infos:
             if info.type != pafs.FileType.File or not info.path.endswith(suffix):
                 continue
             rel = info.path[len(base) :].lstrip("/")
