@@ -194,10 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     from exoray.cli.explore import add_explore_commands
     from exoray.cli.prompts import add_prompt_commands
     from exoray.cli.quality import add_quality_commands
+    from exoray.cli.report import add_report_commands
 
     add_explore_commands(sub, parents)
     add_prompt_commands(sub, parents)
     add_quality_commands(sub, parents)
+    add_report_commands(sub, parents)
     return parser
 
 
