@@ -10,7 +10,14 @@ from exoray.engine.ray_runtime import ClusterShape, actor_pool_plan
 from exoray.engine.runner import RunResult, Stage, run_phase
 from exoray.engine.schemas import EMBEDDINGS_KEY, EMBEDDINGS_SCHEMA
 from exoray.engine.spec import Option, Output, PhaseSpec, StageContext, Target
-from exoray.engine.stages.embed import DecodeWorker, EmbedWorker, embedding_rows
+from exoray.engine.stages.embed import (
+    DecodeWorker,
+    EmbedWorker,
+    GpuEmbedWorker,
+    ReadBytesWorker,
+    embedding_rows,
+)
+from exoray.image.gpu_decode import DEFAULT_GPU_BATCH, check_decode_mode
 from exoray.index.embeddings import embedding_sets, remember_model
 from exoray.storage import layout
 from exoray.storage.store import Store
@@ -70,6 +77,10 @@ def resolve(store: Store, opts: dict[str, Any]) -> list[Target]:
     if unknown:
         raise ValueError(f"--checkpoint given for models not in this run: {sorted(unknown)}; "
                          f"this run has {names}")
+    check_decode_mode(opts["decode"])
+    if opts["decode"] == "gpu" and opts["device"] == "cpu":
+        raise ValueError("--decode gpu decodes on the GPU the models run on, but --device is cpu; "
+                         "use --decode cpu (or leave --decode at auto)")
     if opts["batch_size"] is not None:
         positive_int(opts["batch_size"], name="batch_size")
     share = opts["gpu_share"]
@@ -96,12 +107,24 @@ def resolve(store: Store, opts: dict[str, Any]) -> list[Target]:
     return targets
 
 
+def decode_on_gpu(ctx: StageContext) -> bool:
+    """``--decode``: gpu needs a GPU in the Ray cluster; auto takes it when there is one and the
+    models run there (``--device`` not cpu)."""
+    mode = ctx.options["decode"]
+    if mode == "gpu" and ctx.gpus <= 0:
+        raise ValueError("--decode gpu needs a CUDA GPU, and this Ray cluster has none; use "
+                         "--decode cpu (or auto, which picks the GPU when there is one)")
+    return mode == "gpu" or (mode == "auto" and ctx.gpus > 0 and ctx.options["device"] != "cpu")
+
+
 def stages(ctx: StageContext) -> list[Stage]:
     targets = ctx.targets
+    side = max(t.info["input_size"] for t in targets)
     decode_plan = actor_pool_plan(ClusterShape(ctx.cpus, ctx.gpus))
+    if decode_on_gpu(ctx):
+        return gpu_decode_stages(ctx, side, decode_plan.size, decode_plan.num_cpus)
     result = [Stage("decode", DecodeWorker,
-                    {"image_root": ctx.image_root,
-                     "side": max(t.info["input_size"] for t in targets),
+                    {"image_root": ctx.image_root, "side": side,
                      "max_pixels": ctx.options["max_pixels"]},
                     batch_size=min(t.info["batch_size"] for t in targets),
                     pool_size=decode_plan.size, num_cpus=decode_plan.num_cpus,
@@ -119,6 +142,28 @@ def stages(ctx: StageContext) -> list[Stage]:
             num_cpus=MODEL_ACTOR_CPUS, num_gpus=share, batch_format="numpy",
             memory=MODEL_ACTOR_MEMORY))
     return result
+
+
+def gpu_decode_stages(ctx: StageContext, side: int, read_actors: int, read_cpus: float
+                      ) -> list[Stage]:
+    """CPU actors read bytes and headers; one GPU actor per GPU decodes (nvJPEG) and runs every
+    model, so the squares never cross back to the host and a JPEG is decoded once."""
+    targets = ctx.targets
+    batch = max(DEFAULT_GPU_BATCH, *(t.info["batch_size"] for t in targets))
+    share = min(1.0, sum(t.info["gpu_share"] for t in targets))
+    return [
+        Stage("read", ReadBytesWorker,
+              {"image_root": ctx.image_root, "max_pixels": ctx.options["max_pixels"]},
+              batch_size=batch, pool_size=read_actors, num_cpus=read_cpus,
+              batch_format="numpy"),
+        Stage("embed", GpuEmbedWorker,
+              {"models": {t.label: t.info["kwargs"] for t in targets}, "side": side,
+               "store_location": ctx.store.location, "run_id": ctx.run_id,
+               "max_pixels": ctx.options["max_pixels"], "decode_batch": DEFAULT_GPU_BATCH},
+              batch_size=batch, pool_size=max(1, int(ctx.gpus)), num_cpus=MODEL_ACTOR_CPUS,
+              num_gpus=share, batch_format="numpy",
+              memory=MODEL_ACTOR_MEMORY * len(targets)),
+    ]
 
 
 def discover(store: Store) -> list[Target]:
@@ -148,6 +193,9 @@ SPEC = PhaseSpec(
         Option("gpu_share", None, "fraction of one GPU per model actor (default: per model, "
                "0.5 so CLIP and DINO share one GPU)", type=float),
         Option("device", None, "cuda / cpu (default: cuda when available)"),
+        Option("decode", "auto", "where JPEGs are decoded: gpu (nvJPEG batches on the models' "
+               "GPU, other files on the CPU), cpu, or auto = gpu when there is one",
+               choices=("auto", "cpu", "gpu")),
         MAX_PIXELS_OPTION,
     ),
     resolve=resolve,
@@ -161,7 +209,8 @@ def run(base: str | os.PathLike[str], models: Sequence[str] = DEFAULT_MODELS, *,
         checkpoints: Mapping[str, str] | None = None, **options: Any) -> RunResult:
     """Embed every image not yet embedded by each model; safe to kill and rerun.
 
-    Options: ``batch_size``, ``gpu_share``, ``device``, ``max_pixels`` plus the runner's
+    Options: ``batch_size``, ``gpu_share``, ``device``, ``decode``, ``max_pixels`` plus the
+    runner's
     ``retry_errors``, ``part_rows``, ``estimate`` and ``show_progress``.
     """
     return run_phase(SPEC, base, models=list(models), checkpoints=checkpoints, **options)

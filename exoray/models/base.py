@@ -91,6 +91,12 @@ class ModelBackend:
     default_gpu_share: ClassVar[float] = 0.5
     # fp16 autocast on CUDA inside `_inference()`; False for libraries that manage precision.
     fp16: ClassVar[bool] = True
+    # Also store the weights in fp16 on CUDA (autocast then needs no per-call weight casts; norms
+    # still run in fp32 under autocast). Opt-in per backend, where its model is known to be safe.
+    fp16_weights: ClassVar[bool] = False
+    # True when `_forward` takes a uint8 torch tensor on the device as well as numpy (the GPU
+    # decode path hands over squares that never left the GPU); others get a host copy.
+    tensor_input: ClassVar[bool] = False
     # False for CPU-only runtimes (e.g. onnxruntime builds): the pipeline asks Ray for no GPU.
     uses_gpu: ClassVar[bool] = True
     extra: ClassVar[str] = ""
@@ -127,6 +133,8 @@ class ModelBackend:
         self.device = self._pick_device(device)
         with quiet_loading():
             self._load()
+        if self.fp16 and self.fp16_weights and self.device.startswith("cuda"):
+            self.model.half()
         wanted = self.required_attributes + (("dim",) if self.output_kind == "vector" else ())
         missing = [a for a in wanted if not hasattr(self, a)]
         if missing:
@@ -256,7 +264,11 @@ class ModelBackend:
         return self.variants.get(self.variant, {}) if self.variant else {}
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """{"image": uint8 (N, S, S, 3)} -> {column: N outputs of `output_kind`}."""
+        """{"image": uint8 (N, S, S, 3)} -> {column: N outputs of `output_kind`}.
+
+        The images may be a numpy array or a torch tensor (already on the device, for the GPU
+        decode path); backends whose `_forward` only takes numpy need the former.
+        """
         images = self._images_from_batch(batch)
         extras = {c: np.asarray(batch[c]) for c in self.optional_inputs if c in batch}
         try:
@@ -312,12 +324,34 @@ class ModelBackend:
                 )
                 continue
             where = f"{type(self).__name__}._forward"
-            parts.append(check_chunk(out, len(chunk), self.output_kind, self._dim(), where))
+            if isinstance(out, self._torch.Tensor):  # stays on the device: no sync per chunk
+                parts.append(self._check_tensor(out, len(chunk), where))
+            else:
+                parts.append(check_chunk(out, len(chunk), self.output_kind, self._dim(), where))
             start += len(chunk)
-        result = collate(parts, self.output_kind, self._dim())
+        result = collate(self._to_host(parts), self.output_kind, self._dim())
         if len(result) != n:
             raise RuntimeError(f"{type(self).__name__}: {len(result)} outputs for {n} images")
         return result
+
+    def _check_tensor(self, out: Any, n: int, where: str) -> Any:
+        """A "vector" chunk returned as a device tensor: checked for shape, left on the device."""
+        if self.output_kind != "vector" or tuple(out.shape) != (n, self._dim()):
+            raise RuntimeError(
+                f"{where} returned a tensor shaped {tuple(out.shape)} for {n} images; tensors "
+                f"are for output_kind 'vector' shaped ({n}, {self._dim()})"
+            )
+        return out
+
+    def _to_host(self, parts: list[Any]) -> list[Any]:
+        """Device tensors among ``parts`` -> one float32 host array (a single copy and sync)."""
+        torch = self._torch
+        if not parts or not any(isinstance(p, torch.Tensor) for p in parts):
+            return parts
+        dev = [p for p in parts if isinstance(p, torch.Tensor)]
+        if len(dev) != len(parts):
+            raise RuntimeError(f"{type(self).__name__}._forward mixed tensors and arrays")
+        return [torch.cat(dev).float().cpu().numpy()]
 
     def _dim(self) -> int | None:
         return self.dim if self.output_kind == "vector" else None
@@ -334,6 +368,9 @@ class ModelBackend:
                 f"{missing} (it has {sorted(batch)})"
             )
         images = batch[self.input_columns[0]]
+        if isinstance(images, self._torch.Tensor):
+            images = self._check_image_tensor(images)
+            return images if self.tensor_input else images.cpu().numpy()
         if isinstance(images, (list, tuple)) or (
             isinstance(images, np.ndarray) and images.dtype == object
         ):
@@ -353,6 +390,15 @@ class ModelBackend:
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(
                 f"{self.name} backend expects images shaped (N, H, W, 3), got {images.shape}"
+            )
+        return images
+
+    def _check_image_tensor(self, images: Any) -> Any:
+        """A uint8 (N, H, W, 3) torch tensor (e.g. squares decoded on the GPU), used in place."""
+        if images.dtype != self._torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(
+                f"{self.name} backend expects uint8 images shaped (N, H, W, 3), got a "
+                f"{images.dtype} tensor shaped {tuple(images.shape)}"
             )
         return images
 

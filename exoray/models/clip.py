@@ -127,6 +127,7 @@ class ClipBackend(EmbeddingBackend):
     name = "clip"
     default_batch_size = 32
     default_gpu_share = 0.5
+    fp16_weights = True  # open_clip's own precision="fp16" runs the same half weights
     extra = "clip"
     variants = CLIP_VARIANTS
     default_variant = "ViT-B-32"
@@ -341,11 +342,11 @@ class ClipBackend(EmbeddingBackend):
 
     # ----- inference --------------------------------------------------------------------------
 
-    def _forward(self, images: np.ndarray) -> np.ndarray:
+    def _forward(self, images: Any) -> Any:
+        """uint8 (n, S, S, 3) numpy or device tensor -> (n, dim) unit rows, left on the device."""
         x = self.transform(images, self.device)
         with self._inference():
-            feats = self.model.encode_image(x)
-        return feats.float().cpu().numpy()
+            return self._unit_rows(self.model.encode_image(x))
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """Texts -> float32 (n, dim) unit vectors in the same space as the image embeddings."""

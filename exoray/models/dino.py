@@ -15,8 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from exoray.models._logs import quiet_loading
 from exoray.models.base import checkpoint_model_id
 from exoray.models.embedding import EmbeddingBackend
@@ -58,6 +56,7 @@ class DinoBackend(EmbeddingBackend):
     name = "dino"
     default_batch_size = 32
     default_gpu_share = 0.5
+    fp16_weights = True  # matmuls already ran in fp16 under autocast; norms stay fp32 there
     extra = "dino"
     variants = DINO_VARIANTS
     default_variant = "small"
@@ -128,18 +127,18 @@ class DinoBackend(EmbeddingBackend):
             )
         with quiet_loading():  # transformers is imported now, so its progress bars can be muted
             model = tf.AutoModel.from_pretrained(str(folder), local_files_only=True)
-        # fp32 weights whatever the file holds; CUDA runs use fp16 autocast on top
+        # fp32 weights whatever the file holds; on CUDA the base class halves them afterwards
         self.model = model.float().eval().to(self.device)
         self.weights_hash = weights_hash(weight_files(folder, WEIGHT_PATTERNS))
         self.transform = _transform_from(folder / "preprocessor_config.json")
         self.input_size = self.transform.input_size
         self.dim = int(config.hidden_size)
 
-    def _forward(self, images: np.ndarray) -> np.ndarray:
+    def _forward(self, images: Any) -> Any:
+        """uint8 (n, S, S, 3) numpy or device tensor -> (n, dim) unit rows, left on the device."""
         x = self.transform(images, self.device)
         with self._inference():
-            out = self.model(pixel_values=x)
-        return out.pooler_output.float().cpu().numpy()
+            return self._unit_rows(self.model(pixel_values=x).pooler_output)
 
 
 def _require_dir(folder: Path) -> None:

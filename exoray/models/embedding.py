@@ -25,18 +25,30 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 class EmbeddingBackend(ModelBackend):
     """Base of embedding backends: `_forward` returns (n, dim) floats, rows come back L2-normed.
 
-    `_load()` must set `model_id`, `weights_hash`, `input_size` and `dim`.
+    `_load()` must set `model_id`, `weights_hash`, `input_size` and `dim`. `_forward` should end
+    with `self._unit_rows(features)`: the rows are normalised on the device and stay there until
+    the whole batch is done (one copy to the host, no sync per chunk).
     """
 
     task: ClassVar[str] = "embed"
     output_columns: ClassVar[tuple[str, ...]] = ("embedding",)
     output_kind: ClassVar[str] = "vector"
+    tensor_input: ClassVar[bool] = True  # ImageTransform takes numpy or device tensors
 
     dim: int
 
+    def _unit_rows(self, features: Any) -> Any:
+        """(n, dim) features -> float32 unit rows (zero rows stay zero): a torch tensor is
+        normalised on its device, a numpy array on the host."""
+        if isinstance(features, np.ndarray):
+            return l2_normalize(features)
+        import torch.nn.functional as F
+
+        return F.normalize(features.float(), dim=1, eps=1e-12)
+
     def _columns(self, outputs: np.ndarray) -> dict[str, np.ndarray]:
-        """{"embedding": float32 (N, dim), unit rows}."""
-        return {self.output_columns[0]: l2_normalize(outputs)}
+        """{"embedding": float32 (N, dim), unit rows (made so by `_forward`)}."""
+        return {self.output_columns[0]: outputs}
 
     def embed_images(self, images: np.ndarray | Sequence[Any]) -> np.ndarray:
         """Notebook convenience: a uint8 (N, S, S, 3) array, or RGB arrays / PIL images of any

@@ -1,14 +1,18 @@
-"""Phase III stages: decode once to a square crop, then one actor pool per embedding model.
+"""Phase III stages: decode once to a square crop, then embed it with every model of the run.
 
-The decode stage resizes each image's shorter side to the largest input any model of the run needs
+The decode step resizes each image's shorter side to the largest input any model of the run needs
 and centre-crops a square; each model backend then resizes that square to its own resolution, which
 is geometrically the same as its own resize-shorter-side + centre-crop. So an image is read and
 decoded once for CLIP and DINO together.
+
+Two shapes: ``--decode cpu`` decodes in CPU actors (:class:`DecodeWorker`) and runs one actor pool
+per model (:class:`EmbedWorker`); ``--decode gpu`` only reads bytes and headers on the CPU
+(:class:`ReadBytesWorker`) and one GPU actor (:class:`GpuEmbedWorker`) decodes the JPEG batch
+with nvJPEG and runs every model on the squares without them leaving the GPU.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
@@ -17,25 +21,18 @@ import pyarrow as pa
 
 from exoray.engine.schemas import NO_ERROR
 from exoray.engine.spec import Target
-from exoray.engine.stages.reading import ItemError, PrefetchingReader
-from exoray.image.decode import DEFAULT_MAX_PIXELS, decode_image, read_image_size
+from exoray.engine.stages.reading import ItemError, PrefetchingReader, apply_decoder
+from exoray.image.decode import DEFAULT_MAX_PIXELS
+from exoray.image.gpu_decode import (
+    DEFAULT_GPU_BATCH,
+    GpuSquareDecoder,
+    JpegHeader,
+    inspect_jpeg,
+    square_crop,
+)
 from exoray.storage.store import Store
 
-
-def square_crop(data: bytes, side: int, *, name: str, max_pixels: int) -> np.ndarray:
-    """Decode ``data`` so its shorter side is ``side`` and centre-crop a ``side``² RGB square."""
-    import cv2
-
-    w, h = read_image_size(data, name=name)
-    long_needed = math.ceil(side * max(w, h) / max(1, min(w, h)))
-    rgb = decode_image(data, name=name, max_side=long_needed, max_pixels=max_pixels).rgb
-    hh, ww = rgb.shape[:2]
-    scale = side / min(hh, ww)
-    nw, nh = max(side, round(ww * scale)), max(side, round(hh * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    resized = cv2.resize(rgb, (nw, nh), interpolation=interp)
-    top, left = (nh - side) // 2, (nw - side) // 2
-    return np.ascontiguousarray(resized[top:top + side, left:left + side])
+__all__ = ["DecodeWorker", "EmbedWorker", "GpuEmbedWorker", "ReadBytesWorker", "square_crop"]
 
 
 class DecodeWorker:
@@ -101,26 +98,124 @@ class EmbedWorker:
         self._events_seen = 0
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        need = batch[f"need_{self.model}"].astype(bool) & np.array(
-            [not e for e in batch["error"]], dtype=bool)
-        n = len(need)
-        vectors = np.zeros((n, self.backend.dim), np.float32)
-        if need.any():
-            vectors[need] = self.backend({"image": batch["image"][need]})["embedding"]
-        self._flush_events()
         out = dict(batch)
+        out.update(model_columns(self.model, self.backend, batch, batch["image"]))
+        self._events_seen = _flush_events(self.store, self.run_id, self.model, self.backend,
+                                          self._events_seen)
         if self.drop_image:
             out.pop("image")
-        out[f"{self.model}_vector"] = vectors
-        out[f"{self.model}_model_id"] = np.array([self.backend.model_id] * n, dtype=object)
-        out[f"{self.model}_weights_hash"] = np.array([self.backend.weights_hash] * n, dtype=object)
         return out
 
-    def _flush_events(self) -> None:
-        from exoray.engine.events import forward_backend_events
 
-        self._events_seen = forward_backend_events(self.store, self.run_id, self.backend,
-                                                   self._events_seen, model=self.model)
+def model_columns(model: str, backend: Any, batch: dict[str, np.ndarray], images: Any
+                  ) -> dict[str, np.ndarray]:
+    """``<model>_vector`` / ``_model_id`` / ``_weights_hash`` for the rows that need ``model``
+    and have no error; ``images`` is the batch's squares (numpy, or a tensor on the GPU)."""
+    need = batch[f"need_{model}"].astype(bool) & np.array(
+        [not e for e in batch["error"]], dtype=bool)
+    n = len(need)
+    vectors = np.zeros((n, backend.dim), np.float32)
+    if need.any():
+        if isinstance(images, np.ndarray):
+            chosen = images[need]
+        else:  # a torch tensor on the device: index there, nothing crosses to the host
+            chosen = images[np.flatnonzero(need).tolist()]
+        vectors[need] = backend({"image": chosen})["embedding"]
+    return {f"{model}_vector": vectors,
+            f"{model}_model_id": np.array([backend.model_id] * n, dtype=object),
+            f"{model}_weights_hash": np.array([backend.weights_hash] * n, dtype=object)}
+
+
+def _flush_events(store: Store, run_id: str, model: str, backend: Any, seen: int) -> int:
+    from exoray.engine.events import forward_backend_events
+
+    return forward_backend_events(store, run_id, backend, seen, model=model)
+
+
+class ReadBytesWorker:
+    """GPU-decode path, CPU side: manifest rows in; rows with the file's bytes, its decode route
+    and EXIF orientation (from the header alone) out. No pixel is decoded here."""
+
+    def __init__(self, image_root: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 io_threads: int | None = None) -> None:
+        self.max_pixels = max_pixels
+        self.reader = PrefetchingReader(Store(image_root), io_threads)
+
+    def _header(self, data: bytes, name: str) -> tuple[bytes, JpegHeader]:
+        return data, inspect_jpeg(data, max_pixels=self.max_pixels)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self.reader.map(list(batch["relpath"]), self._header)
+        n = len(results)
+        data = np.full(n, b"", dtype=object)
+        route = np.full(n, "cpu", dtype=object)
+        orientation = np.ones(n, np.int8)
+        errors = np.full(n, NO_ERROR, dtype=object)
+        messages = np.full(n, "", dtype=object)
+        for i, res in enumerate(results):
+            if isinstance(res, ItemError):
+                errors[i], messages[i] = res.error, res.message
+            else:
+                data[i], route[i], orientation[i] = res[0], res[1].route, res[1].orientation
+        out = dict(batch)
+        out.update(data=data, route=route, orientation=orientation, error=errors,
+                   message=messages)
+        return out
+
+
+class GpuEmbedWorker:
+    """GPU-decode path, GPU side: every model of the run in one actor, fed by nvJPEG.
+
+    Decodes the batch's JPEGs on the device (:class:`~exoray.image.gpu_decode.GpuSquareDecoder`),
+    falls back per image to the CPU path inside this actor, and embeds the squares with each
+    model without copying them to the host. Files that fail both ways become error rows, as with
+    ``--decode cpu``. The backends are plain classes; so is this worker (no Ray needed).
+    """
+
+    def __init__(self, models: dict[str, dict[str, Any]], side: int, store_location: str,
+                 run_id: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 decode_batch: int = DEFAULT_GPU_BATCH, device: str | None = None) -> None:
+        from exoray.models import load_backend
+
+        self.backends = {m: load_backend(m, **{**kw, **({"device": device} if device else {})})
+                         for m, kw in models.items()}
+        self.device = next(iter(self.backends.values())).device
+        self.decoder = GpuSquareDecoder(side, self.device, self._cpu_square,
+                                        max_pixels=max_pixels, batch_size=decode_batch)
+        self.side, self.max_pixels = side, max_pixels
+        self.store = Store(store_location)
+        self.run_id = run_id
+        self._events_seen = dict.fromkeys(self.backends, 0)
+
+    def _cpu_square(self, data: bytes, name: str) -> np.ndarray | ItemError:
+        return apply_decoder(data, name, lambda d, n: square_crop(
+            d, self.side, name=n, max_pixels=self.max_pixels))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        relpaths = list(batch["relpath"])
+        datas = [ItemError(str(e), str(m)) if e else d
+                 for d, e, m in zip(batch["data"], batch["error"], batch["message"], strict=True)]
+        decoded = self.decoder(datas, relpaths, orientations=list(batch["orientation"]),
+                               routes=list(batch["route"]))
+        errors = np.array(batch["error"], dtype=object)
+        messages = np.array(batch["message"], dtype=object)
+        for i, err in enumerate(decoded.errors):
+            if err is not None:
+                errors[i], messages[i] = err.error, err.message
+        out = {k: v for k, v in batch.items() if k not in ("data", "route", "orientation")}
+        out.update(error=errors, message=messages)
+        try:
+            for model, backend in self.backends.items():
+                out.update(model_columns(model, backend, out, decoded.images))
+                self._events_seen[model] = _flush_events(self.store, self.run_id, model,
+                                                         backend, self._events_seen[model])
+        finally:
+            del decoded
+            if self.device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
+        return out
 
 
 def _column_numpy(table: pa.Table, name: str) -> np.ndarray:
