@@ -26,10 +26,13 @@
     return e;
   }
 
+  // Inline (notebook) views carry their files as data: URIs; a report folder uses the paths.
+  function url(path) { return (window.EXORAY_FILES || {})[path] || path; }
+
   function csvLink(path, count) {
     var a = el("a", "csv", "CSV" + (count !== undefined ? " (" + count + " images)" : ""));
-    a.href = path;
-    a.setAttribute("download", "");
+    a.href = url(path);
+    a.setAttribute("download", path.split("/").pop());
     return a;
   }
 
@@ -50,7 +53,7 @@
         s.state = "error"; S.failed++; S.sheets[R.sheets[i]] = "error";
         console.error("exoray report: sprite sheet " + R.sheets[i] + " did not load");
       };
-      img.src = R.sheets[i];
+      img.src = url(R.sheets[i]);
     }
     if (s.state === "ok") done();
     else if (s.state === "loading") s.waiters.push(done);
@@ -90,7 +93,7 @@
     container.querySelectorAll(".pic[data-sheet]").forEach(function (pic) {
       var i = +pic.dataset.sheet;
       withSheet(i, function () {
-        pic.style.backgroundImage = "url('" + R.sheets[i] + "')";
+        pic.style.backgroundImage = "url('" + url(R.sheets[i]) + "')";
         S.tiles++;
       });
     });
@@ -237,6 +240,7 @@
       if (started) return;
       started = true;
       S.map = "loading";
+      if (window.EXORAY_MAP) { drawMap(window.EXORAY_MAP, canvas, select, legend); return; }
       var s = document.createElement("script");
       s.src = b.script;
       s.onload = function () { drawMap(window.EXORAY_MAP, canvas, select, legend); };
