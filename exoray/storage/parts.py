@@ -14,6 +14,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import socket
+import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ TMP_PREFIX = ".tmp-"
 QUARANTINE = "quarantine"
 READ_THREADS = 16  # parallel part reads: Drive/S3 latency, not CPU, bounds these
 DIGEST_CHARS = 16
+WRITER_HOST, WRITER_NODE = b"exoray.writer_host", b"exoray.writer_ray_node"
 
 
 class PartError(RuntimeError):
@@ -141,7 +145,9 @@ def write_part(
         table = conform(table, schema, where=folder)
     name = part_name(run_id, content_digest(table, key), table.num_rows)
     with staging_file(suffix=".parquet", staging_dir=staging_dir) as local:
-        pq.write_table(table, local, compression=compression)
+        pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                      **writer_metadata()}),
+                       local, compression=compression)
         meta = pq.ParquetFile(local).metadata
         if meta.num_rows != table.num_rows:
             raise PartError(
@@ -153,6 +159,30 @@ def write_part(
         if not store.exists(folder, name):
             store.publish_file(local, folder, name)
     return PartInfo(name, run_id, name.split("-")[-2], table.num_rows, store.size(folder, name))
+
+
+def writer_metadata() -> dict[bytes, bytes]:
+    """Who wrote a part (host, and the Ray node inside a Ray worker), kept in its footer.
+
+    Not part of the name: a retry on another node republishes the same name. It shows how a
+    cluster spread the work (:func:`part_writers`) and where a late writer came from.
+    """
+    meta = {WRITER_HOST: socket.gethostname().encode()}
+    ray = sys.modules.get("ray")  # never import Ray here: models and tests run without it
+    if ray is not None and ray.is_initialized():
+        meta[WRITER_NODE] = ray.get_runtime_context().get_node_id().encode()
+    return meta
+
+
+def part_writers(store: Store, folder: str) -> dict[str, int]:
+    """Parts of ``folder`` per writer (Ray node id, else host): reads footers only."""
+    def writer(part: PartInfo) -> str:
+        with store.open_input_file(folder, part.name) as f:
+            meta = pq.read_metadata(f).metadata or {}
+        return (meta.get(WRITER_NODE) or meta.get(WRITER_HOST) or b"unknown").decode()
+
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        return dict(Counter(pool.map(writer, list_parts(store, folder))))
 
 
 def list_parts(store: Store, folder: str) -> list[PartInfo]:
