@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from exoray import __version__
-from exoray.util.cli_types import positive_int_arg
+from exoray.util.cli_types import positive_float_arg, positive_int_arg
 
 Handler = Callable[[argparse.Namespace], int]
 DEFAULT_DEMO_BASE = "demo_base"
@@ -46,7 +46,7 @@ def cmd_dupes(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from exoray.engine.status import collect_status, format_status
 
-    st = collect_status(args.base, subset=args.subset)
+    st = collect_status(args.base, subset=args.subset, session_minutes=args.session_minutes)
     print(st.to_json() if args.json else format_status(st))
     return 0
 
@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", metavar="EXPR",
                    help="count only the images of a Phase IV subset, e.g. 'text_heavy' (default: "
                         "each phase's last run's subset, else all images)")
+    p.add_argument("--session-minutes", type=positive_float_arg, default=None, metavar="M",
+                   help="how long your sessions last, for the 'sessions left' estimate "
+                        "(default: the last run's --max-minutes, else 180)")
     p.set_defaults(handler=cmd_status)
 
     from exoray.engine.registry import phase_names
@@ -191,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.set_defaults(handler=cmd_demo)
 
+    from exoray.cli.embedmap import add_map_commands
     from exoray.cli.explore import add_explore_commands
     from exoray.cli.prompts import add_prompt_commands
     from exoray.cli.quality import add_quality_commands
@@ -199,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_explore_commands(sub, parents)
     add_prompt_commands(sub, parents)
     add_quality_commands(sub, parents)
+    add_map_commands(sub, parents)
     add_report_commands(sub, parents)
     return parser
 

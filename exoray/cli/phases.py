@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from exoray.engine.spec import PhaseSpec
-from exoray.util.cli_types import positive_int_arg
+from exoray.util.cli_types import positive_float_arg, positive_int_arg
 
 GROUP_HELP = {
     "semantics": "Phase V: detectors, OCR, ... on chosen subsets (one task per run: --task)",
@@ -89,6 +89,10 @@ def _common_options(p: argparse.ArgumentParser, default_part_rows: int | None) -
                         "(default: all images)")
     p.add_argument("--estimate", action="store_true",
                    help="only count what is left to do and estimate the time; run nothing")
+    p.add_argument("--max-minutes", type=positive_float_arg, default=None, metavar="M",
+                   help="stop cleanly within M minutes (e.g. before a Colab session ends): "
+                        "takes what fits at this phase's measured rate, everything done stays "
+                        "committed; rerun to continue")
 
 
 def _handler(spec: PhaseSpec):
@@ -106,7 +110,8 @@ def _handler(spec: PhaseSpec):
             raise ValueError(f"exoray {spec.name} needs a BASE folder")
         result = run_phase(spec, args.base, retry_errors=args.retry_errors,
                            part_rows=args.part_rows, estimate=args.estimate,
-                           subset=args.subset, show_progress=not args.quiet, **options)
+                           subset=args.subset, show_progress=not args.quiet,
+                           max_minutes=args.max_minutes, **options)
         print(result)
         for event in result.events:
             print(f"  event: {event}")

@@ -6,6 +6,8 @@ Ray pipeline (pools, fractional resources, blocks), progress and the run log liv
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -60,6 +62,7 @@ class RunResult:
     eta_seconds: float | None = None
     estimate_only: bool = False
     eta_source: str = ""  # where the rate came from: "the last run's rate", "a timed batch", ...
+    stopped: str = ""  # why a --max-minutes run ended before its todo list: "planned", "time"
 
     def eta_text(self) -> str:
         if self.eta_seconds is None:
@@ -77,8 +80,15 @@ class RunResult:
             return f"{self.phase}: {self.todo} images to do; {self.eta_text()}"
         if self.run_id is None:
             return f"{self.phase}: nothing to do (every image is done or has a permanent error)"
-        return (f"{self.phase}: {self.processed} images done, {self.errors} errors, "
+        text = (f"{self.phase}: {self.processed} images done, {self.errors} errors, "
                 f"{self.seconds:.1f}s ({self.images_per_s:.1f} images/s), run {self.run_id}")
+        if self.stopped:
+            left = max(0, self.todo - self.processed - self.errors)
+            why = ("planned: what fits the time limit at this phase's rate" if
+                   self.stopped == "planned" else "time limit reached; work in flight is redone")
+            text += (f"; stopped before the end ({why}): {left} images left, everything done "
+                     "is committed; rerun the same command to continue")
+        return text
 
 
 def require_manifest(store: Store) -> pa.Table:
@@ -112,6 +122,18 @@ def compute_todo(store: Store, spec: PhaseSpec, targets: list[Target], *, retry_
     return images.filter(any_need) if any_need is not None else images
 
 
+def session_rate(store: Store, phase: str, folders: list[str]) -> float | None:
+    """Images/s over every earlier run that wrote these folders, killed runs included (what a
+    --max-minutes run plans with)."""
+    from exoray.engine.budget import phase_rate
+
+    runs = read_runs(store)
+    rates = [phase_rate(store, runs, phase, f, layout.errors_folder(phase)).images_per_s
+             for f in folders]
+    known = [r for r in rates if r]
+    return min(known) if known else None
+
+
 def last_rate(store: Store, phase: str, folders: list[str] | None = None) -> float | None:
     """Images/s of the newest finished run of ``phase`` that wrote all of ``folders`` (the same
     model ids: a run of another model says nothing about this one's speed)."""
@@ -141,9 +163,14 @@ def estimate_run(store: Store, spec: PhaseSpec, targets: list[Target], opts: dic
 
 def run_phase(spec: PhaseSpec, base: str | os.PathLike[str], *, retry_errors: bool = False,
               part_rows: int | None = None, estimate: bool = False, subset: str | None = None,
-              show_progress: bool = True, **options: Any) -> RunResult:
+              show_progress: bool = True, max_minutes: float | None = None,
+              **options: Any) -> RunResult:
     """Run ``spec`` on every image (of ``subset``, a flag expression such as ``"photo and not
-    dark"``) not done yet; safe to kill and rerun at any instant."""
+    dark"``) not done yet; safe to kill and rerun at any instant. ``max_minutes`` stops the run
+    by then (planned from the phase's rate, else stopped at the limit), everything committed."""
+    from exoray.engine.budget import HardStop, check_max_minutes, planned_images
+
+    hard_stop = HardStop(check_max_minutes(max_minutes))
     part_rows = spec.default_part_rows if part_rows is None else part_rows
     if isinstance(part_rows, bool) or not isinstance(part_rows, int) or part_rows < 1:
         raise ValueError(f"part_rows must be a positive integer, got {part_rows!r}")
@@ -165,6 +192,18 @@ def run_phase(spec: PhaseSpec, base: str | os.PathLike[str], *, retry_errors: bo
                                subset=subset)
         if pending.num_rows == 0:
             return RunResult(None, spec.name, 0, 0, 0, 0.0)
+        planned, total = None, pending.num_rows
+        if hard_stop.minutes is not None:
+            planned = planned_images(hard_stop.minutes, session_rate(
+                store, spec.name, [t.folder for t in targets]), part_rows)
+            if planned is not None and planned < pending.num_rows:
+                if show_progress:
+                    print(f"{spec.name}: {planned} of {pending.num_rows} images fit in "
+                          f"{hard_stop.minutes:g} min at this phase's rate; the rest is for the "
+                          "next run", file=sys.stderr)
+                pending = pending.slice(0, planned)
+            else:
+                planned = None
         if show_progress:
             rate = last_rate(store, spec.name, [t.folder for t in targets])
             eta = RunResult(None, spec.name, pending.num_rows, 0, 0, 0.0, estimate_only=True,
@@ -174,9 +213,14 @@ def run_phase(spec: PhaseSpec, base: str | os.PathLike[str], *, retry_errors: bo
         pending = pending.append_column("run_id", pa.array([run_id] * pending.num_rows,
                                                            pa.string()))
         result = _execute(spec, store, run_id, pending, targets, opts, part_rows=part_rows,
-                          show_progress=show_progress,
+                          show_progress=show_progress, hard_stop=hard_stop,
                           record_options={**opts, "retry_errors": retry_errors,
-                                          "part_rows": part_rows, "subset": subset})
+                                          "part_rows": part_rows, "subset": subset,
+                                          "max_minutes": hard_stop.minutes})
+        if planned is not None and not result.stopped:
+            result = dataclasses.replace(result, stopped="planned")
+        if result.stopped:
+            result = dataclasses.replace(result, todo=total)
     if spec.finish is not None:
         spec.finish(store)
     return result
@@ -188,7 +232,7 @@ def _blocks(table: pa.Table, rows_per_block: int) -> list[pa.Table]:
 
 def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets: list[Target],
              opts: dict[str, Any], *, part_rows: int, show_progress: bool,
-             record_options: dict[str, Any]) -> RunResult:
+             record_options: dict[str, Any], hard_stop: Any = None) -> RunResult:
     if spec.compute is not None:
         from exoray.engine.columnar import execute_columnar
 
@@ -243,13 +287,16 @@ def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets
                              todo.num_rows, spec.name, enabled=show_progress,
                              processed=lambda: ray.get(counter.value.remote(), timeout=2)):
             try:
-                ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})
+                with hard_stop or contextlib.nullcontext():
+                    ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1})
             except Exception as exc:  # noqa: BLE001 - re-raised as the one-line user error
                 raise user_facing(exc) from exc
         status = "completed"
     except KeyboardInterrupt:
-        status = "interrupted"
-        raise
+        if hard_stop is None or not hard_stop.fired:
+            status = "interrupted"
+            raise
+        status = "stopped"  # --max-minutes: committed parts stay, in-flight rows are redone
     finally:
         ray.kill(counter)
         record.processed = max(rows_of_run(store, f, run_id) for f in folders)
@@ -257,4 +304,5 @@ def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets
         record.events = read_events(store, run_id)
         record.record_end(store, status)
     return RunResult(run_id, spec.name, todo.num_rows, record.processed, record.errors,
-                     time.perf_counter() - started, record.events)
+                     time.perf_counter() - started, record.events,
+                     stopped="time" if status == "stopped" else "")

@@ -36,6 +36,10 @@ class PhaseStatus:
     last_run: dict[str, Any] | None = None
     eta_seconds: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    rate: float | None = None  # images/s over every run that wrote this folder, killed ones too
+    rate_runs: int = 0
+    sessions: int | None = None  # sessions of session_minutes the rest takes at that rate
+    session_minutes: float | None = None
 
     @property
     def remaining(self) -> int:
@@ -73,26 +77,46 @@ def _last_run(runs: pa.Table, phase: str, folder: str) -> dict[str, Any] | None:
 
 
 def target_status(store: Store, spec: PhaseSpec, target: Target, images: pa.Table,
-                  runs: pa.Table, errors: pa.Table, label: str) -> PhaseStatus:
-    """One target's counts from its parts (listed once) and the already-read errors table."""
+                  runs: pa.Table, errors: pa.Table, label: str,
+                  session_minutes: float | None = None) -> PhaseStatus:
+    """One target's counts from its parts (listed once) and the already-read errors table;
+    rate, ETA and sessions left from every earlier run (across kernel deaths)."""
+    from exoray.engine.budget import DEFAULT_SESSION_MINUTES, phase_rate, sessions_needed
+    from exoray.storage import layout
+
     parts = list_parts(store, target.folder)
     done = done_keys(store, target.folder, parts=parts) if parts else pa.array([], pa.string())
     n_done = count_done(images, done)
     failing = without_successes(errors, done)
     n_errors = count_done(images, permanent_error_keys(failing, spec.name))
     last = _last_run(runs, spec.name, target.folder)
-    rate = (last or {}).get("images_per_s")
     if last and last["status"] == "running" and last["started_at"]:
         # Still running: its rate so far, from the parts it has committed.
         rows = sum(p.rows for p in parts if p.run_id == last["run_id"])
         elapsed = (dt.datetime.now(dt.timezone.utc) - last["started_at"]).total_seconds()
-        last = {**last, "processed": rows}
-        rate = rows / elapsed if elapsed > 0 and rows else None
+        last = {**last, "processed": rows,
+                "images_per_s": rows / elapsed if elapsed > 0 and rows else None}
+    overall = phase_rate(store, runs, spec.name, target.folder, layout.errors_folder(spec.name))
     st = PhaseStatus(label, target.folder, images.num_rows, n_done, n_errors, len(parts),
-                     target.model_id, last)
-    if rate:
-        st.eta_seconds = st.remaining / rate
+                     target.model_id, last, rate=overall.images_per_s, rate_runs=overall.runs)
+    if st.rate:
+        st.eta_seconds = st.remaining / st.rate
+        minutes = session_minutes or _last_max_minutes(runs, spec.name, target.folder) \
+            or DEFAULT_SESSION_MINUTES
+        st.session_minutes = minutes
+        st.sessions = sessions_needed(st.remaining, st.rate, minutes)
     return st
+
+
+def _last_max_minutes(runs: pa.Table, phase: str, folder: str) -> float | None:
+    """The --max-minutes of the newest run of ``phase`` on ``folder`` that set one."""
+    rows = runs.filter(pc.equal(runs["phase"], phase)).to_pylist() if runs.num_rows else []
+    for row in reversed(rows):
+        if folder in (row["targets"] or []):
+            minutes = json.loads(row["options"] or "{}").get("max_minutes")
+            if minutes:
+                return float(minutes)
+    return None
 
 
 class _Subsets:
@@ -112,7 +136,8 @@ class _Subsets:
         return self._cache[expr]
 
 
-def collect_status(base: str, subset: str | None = None) -> StoreStatus:
+def collect_status(base: str, subset: str | None = None,
+                   session_minutes: float | None = None) -> StoreStatus:
     """Per phase target: done / errors / left of all present images, or of ``subset`` (else of
     the subset its last run selected, e.g. a Phase V task run on ``text_heavy``)."""
     store = Store(base)
@@ -148,7 +173,8 @@ def collect_status(base: str, subset: str | None = None) -> StoreStatus:
                     keep = pc.or_(pc.is_in(image_keys(images), value_set=image_keys(selected)),
                                   in_done)
                     selected = images.filter(keep)
-            st = target_status(store, spec, target, selected, runs, errors, label)
+            st = target_status(store, spec, target, selected, runs, errors, label,
+                               session_minutes)
             if expr:
                 st.extra["subset"] = expr
             if spec.name == "embed":
@@ -203,7 +229,10 @@ def format_status(st: StoreStatus) -> str:
         line = (f"{p.phase:<14} {p.done}/{p.total} done, {p.errors} errors, {p.parts} parts "
                 f"({pct:.0f}%)")
         if p.remaining and p.eta_seconds is not None:
-            line += f", ETA {_fmt_duration(p.eta_seconds)}"
+            runs = f"{p.rate_runs} run{'s' if p.rate_runs != 1 else ''}"
+            line += (f", ETA {_fmt_duration(p.eta_seconds)} at {p.rate:.1f} img/s over {runs}"
+                     f" (~{p.sessions} session{'s' if p.sessions != 1 else ''} of "
+                     f"{p.session_minutes:g} min)")
         if p.last_run:
             lr = p.last_run
             rate = f"{lr['images_per_s']:.1f} img/s" if lr.get("images_per_s") else "-"

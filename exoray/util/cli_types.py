@@ -25,3 +25,16 @@ def positive_int_arg(text: str) -> int:
         return positive_int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer") from None
+
+
+def positive_float_arg(text: str) -> float:
+    """argparse ``type=`` for a positive finite number (minutes, seconds)."""
+    import math
+
+    try:
+        number = float(text)
+    except ValueError:
+        number = float("nan")
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return number
