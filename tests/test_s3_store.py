@@ -103,3 +103,40 @@ def test_manifest_of_images_on_s3(s3, tmp_path, synth_set):
     assert manifest_root(Store(base)) == images  # later phases read the images from S3 too
     assert read_image_bytes(Store(images), table["relpath"][0].as_py()) == \
         (root / table["relpath"][0].as_py()).read_bytes()
+
+
+def test_weights_cache_on_s3_is_fetched_once_per_node(s3, tmp_path, monkeypatch):
+    """BASE/models on S3 is used, not bypassed: the driver's build goes up once, every other
+    node copies it down once to local disk and loads it without building or downloading."""
+    from exoray.models import tiny
+    from exoray.models.weights import (
+        COMPLETE_MARKER,
+        node_cache_dir,
+        push_models,
+        weight_files,
+        weights_hash,
+    )
+
+    uri = s3.location("exoray", "bases/weights/models")
+    monkeypatch.setenv("EXORAY_LOCAL_MODELS_DIR", str(tmp_path / "driver-node"))
+    driver_dir = node_cache_dir(uri)
+    built = tiny.ensure_tiny("clip", driver_dir)
+    pushed = push_models(driver_dir, uri)
+    assert "tiny-clip/open_clip_model.safetensors" in pushed
+    assert pushed[-1] == f"tiny-clip/{COMPLETE_MARKER}"  # the marker goes up last
+    assert push_models(driver_dir, uri) == []
+
+    monkeypatch.setenv("EXORAY_LOCAL_MODELS_DIR", str(tmp_path / "worker-node"))
+    counted = "latency+" + uri + "&open_ms=1"  # the same bucket, through the latency store
+    worker_dir = node_cache_dir(counted)
+    assert str(worker_dir).startswith(str(tmp_path / "worker-node"))
+    monkeypatch.setitem(tiny.BUILDERS, "clip", lambda out: pytest.fail("rebuilt on the worker"))
+    loaded = tiny.ensure_tiny("clip", worker_dir)
+    files = ["open_clip_model.safetensors"]
+    assert weights_hash(weight_files(loaded, files)) == weights_hash(weight_files(built, files))
+    weights = loaded / "open_clip_model.safetensors"
+    before = weights.stat()
+    assert node_cache_dir(counted) == worker_dir
+    after = weights.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), \
+        "a node that has the weights fetches nothing again"

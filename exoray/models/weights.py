@@ -302,3 +302,89 @@ def _is_within(path: Path, folder: Path) -> bool:
     except ValueError:
         return False
     return True
+
+
+# ----- BASE/models on an object store ----------------------------------------------------------
+# A BASE on S3/GCS keeps its weights cache there too (BASE/models), but nothing loads a model
+# from a URI: each node mirrors the folder once into local disk and loads from the mirror. The
+# driver pushes back what it fetched or built, so other nodes (and later runs) never touch the
+# hub. A folder's COMPLETE_MARKER is copied after the folder's other files, so a node never
+# trusts a half-copied model.
+
+_MIRROR_SKIP = (".lock", ".tmp-")
+
+
+def is_object_store(location: str | os.PathLike[str]) -> bool:
+    """True for a URI BASE/models (s3://, gs://, ...), which must be mirrored before loading."""
+    from exoray.storage.store import is_uri
+
+    return is_uri(os.fspath(location)) and not os.fspath(location).startswith("file://")
+
+
+def mirror_dir(uri: str) -> Path:
+    """This node's local copy of the object-store cache ``uri`` (credentials never in the name)."""
+    digest = hashlib.sha1(uri.split("?", 1)[0].encode()).hexdigest()[:12]
+    return local_models_dir() / "object-store" / digest
+
+
+def node_cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
+    """The folder to load weights from on this node.
+
+    A path is itself; an object-store URI (BASE/models on S3) is mirrored into local disk once
+    per node (concurrent actors wait on a lock, files already there are not fetched again).
+    """
+    if cache_dir is None:
+        return default_cache_dir()
+    text = os.fspath(cache_dir)
+    return pull_models(text) if is_object_store(text) else Path(text)
+
+
+def _marker_last(relpaths: Iterable[str]) -> list[str]:
+    return sorted(relpaths, key=lambda r: (r.rsplit("/", 1)[-1] == COMPLETE_MARKER, r))
+
+
+def _mirrored(rel: str) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return not any(part in name for part in _MIRROR_SKIP)
+
+
+def pull_models(uri: str) -> Path:
+    """Copy what ``uri`` holds and this node lacks (by size) into :func:`mirror_dir`."""
+    import fcntl
+
+    from exoray.storage.store import Store
+
+    store, local = Store(uri), mirror_dir(uri)
+    local.mkdir(parents=True, exist_ok=True)
+    with open(local / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one download per node, the other actors wait
+        remote = {e.relpath: e.size for e in store.list_files("", recursive=True)
+                  if _mirrored(e.relpath)}
+        for rel in _marker_last(remote):
+            dst = local / rel
+            if dst.is_file() and dst.stat().st_size == remote[rel]:
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+            with store.fs.open_input_stream(store.path(rel)) as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, length=8 << 20)
+            os.replace(tmp, dst)
+    return local
+
+
+def push_models(local: str | os.PathLike[str], uri: str) -> list[str]:
+    """Upload files of the local mirror that ``uri`` lacks (by size); returns their relpaths.
+
+    Run by the driver after it fetched or built weights into the mirror, before workers start.
+    """
+    from exoray.storage.store import Store
+
+    store, root = Store(uri), Path(local)
+    remote = {e.relpath: e.size for e in store.list_files("", recursive=True)}
+    here = {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
+    todo = [r for r in here if _mirrored(r) and not any(
+        part.startswith(".") and part != COMPLETE_MARKER for part in r.split("/"))
+        and remote.get(r) != here[r].stat().st_size]
+    for rel in _marker_last(todo):
+        store.publish_file(str(here[rel]), rel)
+    return _marker_last(todo)
