@@ -341,7 +341,8 @@
       tip.appendChild(el("div", null, M.paths[i]));
       var flags = M.flagNames.filter(function (f, b) { return (fl[i] >>> b) & 1; });
       tip.appendChild(el("div", "note", (cl[i] === 255 ? "" : "cluster " + cl[i]) + (flags.length ? " · " + flags.join(", ") : "")));
-      tip.style.left = (e.clientX + 14) + "px"; tip.style.top = (e.clientY + 14) + "px";
+      var left = e.clientX + 314 > window.innerWidth ? e.clientX - 314 : e.clientX + 14;
+      tip.style.left = Math.max(0, left) + "px"; tip.style.top = (e.clientY + 14) + "px";
       tip.hidden = false;
     });
     canvas.addEventListener("mouseleave", function () { tip.hidden = true; drag = null; });
