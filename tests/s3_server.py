@@ -14,8 +14,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
 import pytest
@@ -31,21 +32,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+EXTERNAL_ENDPOINT = "EXORAY_TEST_S3_ENDPOINT"  # set by docker-compose.test.yml's s3 service
+
+
 @dataclass
 class S3Server:
     endpoint: str  # http://127.0.0.1:PORT
-    proc: subprocess.Popen
+    proc: subprocess.Popen | None  # None: a server someone else runs (docker compose)
+    namespace: str = field(default_factory=lambda: f"run-{uuid.uuid4().hex[:8]}")
 
     def location(self, bucket: str, prefix: str = "") -> str:
-        """A BASE or image-root location on this server, as a user writes it."""
-        path = f"{bucket}/{prefix}".rstrip("/")
+        """A BASE or image-root location on this server, as a user writes it (under a fresh
+        namespace, so a shared server keeps runs apart)."""
+        path = f"{bucket}/{self.namespace}/{prefix}".rstrip("/")
         return f"s3://{path}?endpoint_override={self.endpoint}&scheme=http"
+
+    def key(self, bucket: str, prefix: str) -> str:
+        """The same place as a pyarrow path (``bucket/namespace/prefix``)."""
+        return f"{bucket}/{self.namespace}/{prefix}"
 
     def make_bucket(self, bucket: str) -> pafs.FileSystem:
         fs, _ = pafs.FileSystem.from_uri(
             f"s3://{bucket}?endpoint_override={self.endpoint}&scheme=http"
             "&allow_bucket_creation=true")
-        fs.create_dir(bucket)
+        if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            fs.create_dir(bucket)
         return fs
 
 
@@ -58,6 +69,13 @@ def s3_server(log_path: str) -> Iterator[S3Server]:
         pytest.fail("the S3 tests need moto's server: pip install 'moto[server]>=5'")
     saved = {k: os.environ.get(k) for k in CREDENTIALS}
     os.environ.update(CREDENTIALS)
+    external = os.environ.get(EXTERNAL_ENDPOINT)
+    if external:
+        try:
+            yield S3Server(external.rstrip("/"), None)
+        finally:
+            _restore(saved)
+        return
     port = free_port()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
@@ -75,11 +93,15 @@ def s3_server(log_path: str) -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _restore(saved)
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _wait_until_up(server: S3Server, log_path: str, timeout: float = 60) -> None:

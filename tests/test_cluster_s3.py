@@ -119,7 +119,7 @@ def cluster(tmp_path_factory):
     make_image_set(local_images, n=N_IMAGES, seed=11, max_megapixels=0.3, formats=("jpg", "png"))
     with s3_server(str(tmp / "moto.log")) as s3:
         fs = s3.make_bucket("exoray")
-        pafs.copy_files(str(local_images), "exoray/images", destination_filesystem=fs)
+        pafs.copy_files(str(local_images), s3.key("exoray", "images"), destination_filesystem=fs)
         port = free_port()
         c = Cluster(f"127.0.0.1:{port}", tmp, s3.location("exoray", "base"),
                     s3.location("exoray", "images"))

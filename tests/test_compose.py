@@ -52,3 +52,19 @@ def test_ci_runs_the_readme_test_command_and_it_runs_pytest():
     ci = (ROOT / ".ci" / "run").read_text()
     assert test_command in ci.splitlines(), f".ci/run must run {test_command!r} verbatim"
     assert "python -m pytest" in (ROOT / "scripts" / "test.sh").read_text()
+
+
+def test_compose_has_an_s3_service_the_s3_tests_use():
+    """The S3 tests run against compose's moto service (tests/s3_server.py reads the variable)."""
+    compose = yaml.safe_load((ROOT / "docker-compose.test.yml").read_text())
+    services = compose["services"]
+    s3 = [name for name, s in services.items() if "moto" in str(s.get("image", ""))]
+    assert s3, "no moto (S3) service in docker-compose.test.yml"
+    (tests_name,) = _python311_services()
+    tests = services[tests_name]
+    assert s3[0] in (tests.get("depends_on") or {}), "the tests service must wait for the S3 one"
+    endpoint = str((tests.get("environment") or {}).get("EXORAY_TEST_S3_ENDPOINT", ""))
+    assert re.fullmatch(rf"http://{s3[0]}:\d+", endpoint), endpoint
+    port = endpoint.rsplit(":", 1)[1]
+    assert str((services[s3[0]].get("environment") or {}).get("MOTO_PORT")) == port
+    assert "EXORAY_TEST_S3_ENDPOINT" in (ROOT / "tests" / "s3_server.py").read_text()

@@ -93,7 +93,7 @@ def test_manifest_of_images_on_s3(s3, tmp_path, synth_set):
 
     root, truth = synth_set
     fs = s3.make_bucket("photos")
-    pafs.copy_files(str(root), "photos/set1", destination_filesystem=fs)
+    pafs.copy_files(str(root), s3.key("photos", "set1"), destination_filesystem=fs)
     images = s3.location("photos", "set1")
     base = s3.location("exoray", "bases/manifest")
     summary = manifest.run(base, images=images)
