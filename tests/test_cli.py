@@ -99,3 +99,18 @@ def test_ray_python_notices_are_filtered_but_errors_kept():
     assert RAY_PY_LINE.match(b"2026-11-27 12:30:36,174\tWARNING dataset.py:8601 -- Warning: The "
                              b"Ray cluster currently does not have any available CPUs.")
     assert not RAY_PY_LINE.match(b"exoray features: error: photo.jpg is corrupt")
+
+
+def test_errors_lists_files_the_scan_skipped(tmp_path, capsys):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(images / "red.png")
+    (images / ".hidden.jpg").write_bytes(b"not shown")
+    base = tmp_path / "base"
+    assert main(["manifest", str(base), "--images", str(images)]) == 0
+    capsys.readouterr()
+    assert main(["errors", str(base)]) == 0
+    out = capsys.readouterr().out
+    assert ".hidden.jpg: skipped by the scan (hidden" in out

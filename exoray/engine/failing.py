@@ -44,9 +44,9 @@ def skipped_rows(store: Store) -> pa.Table:
     n = skipped.num_rows
     detail = pc.fill_null(skipped["detail"], "")
     message = pc.binary_join_element_wise(
-        skipped["relpath"], pc.scalar(": skipped by the scan ("), skipped["reason"],
-        pc.if_else(pc.equal(detail, ""), pc.scalar(")"),
-                   pc.binary_join_element_wise(pc.scalar("; "), detail, pc.scalar(")"), "")), "")
+        skipped["relpath"], pa.scalar(": skipped by the scan ("), skipped["reason"],
+        pc.if_else(pc.equal(detail, ""), pa.scalar(")"),
+                   pc.binary_join_element_wise(pa.scalar("; "), detail, pa.scalar(")"), "")), "")
     empty = pa.nulls(n, pa.string())
     return pa.table({"image_id": empty, "relpath": skipped["relpath"], "fingerprint": empty,
                      "phase": pa.array([MANIFEST_PHASE] * n, pa.string()),
