@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRAS=${EXORAY_EXTRAS-models,detect,ocr,sam,depth,vlm,dev}  # set but empty: no extras
+EXTRAS=${EXORAY_EXTRAS-models,detect,ocr,sam,depth,vlm,map,dev}  # set but empty: no extras
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
