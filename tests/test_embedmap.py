@@ -264,3 +264,30 @@ def test_a_missing_package_names_the_pip_install(work, monkeypatch, capsys):
     err = cli_error(capsys, "map", base, "--method", "umap")
     assert "pip install 'exoray[map]' (or pip install umap-learn)" in err
     assert map_info(base)["method"] == "pacmap"  # the old map stays
+
+
+@pytest.mark.slow  # numba compiles UMAP on its first fit in a process: ~20 s CPU
+def test_umap_keeps_clusters_apart_too(built):
+    base, labels, _ = built
+    ids = read_map(base)["image_id"].to_pylist()
+    layout = layout_2d(embeddings_by_id(base, ids), method="umap", sample=SAMPLE, seed=0)
+    assert layout.method == "umap" and layout.fitted.sum() == SAMPLE
+    truth = np.array([labels[i] for i in ids])
+    assert (truth[nearest(layout.xy, layout.xy, 9)[:, 1:]] == truth[:, None]).mean() >= 0.95
+
+
+@pytest.mark.parametrize("n_fitted, n_queries", [(2_000, 3_000), (10_000, 20_000)])
+def test_placement_puts_points_by_their_cluster(n_fitted, n_queries):
+    from exoray.embedmap.place import place, placement_label
+
+    x, labels = clustered_vectors(n_fitted + n_queries, 50, 8, seed=2, spread=0.5)
+    centres = np.random.default_rng(0).uniform(-50, 50, (8, 2)).astype(np.float32)
+    fitted_xy = centres[labels[:n_fitted]] + np.random.default_rng(1).normal(
+        0, 1, (n_fitted, 2)).astype(np.float32)
+    xy = place(x[:n_fitted], fitted_xy, x[n_fitted:])
+    search = "exact" if n_fitted < 10_000 else "ivf"
+    assert placement_label(n_fitted, n_queries) == f"knn5-{search}"
+    nearest_centre = np.argmin(((xy[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+    assert (nearest_centre == labels[n_fitted:]).mean() >= 0.99
+    twins = place(x[:n_fitted], fitted_xy, x[:50])  # a duplicate lands on its twin
+    assert np.allclose(twins, fitted_xy[:50], atol=1e-4)

@@ -1,11 +1,12 @@
 """Placing points the 2-D fit did not see: beside their nearest fitted neighbours.
 
-PaCMAP's ``transform`` re-runs the whole optimisation with the new points as extra data (as
-slow per point as fitting, and its docs warn a point may land elsewhere than its twin), and
-UMAP's costs about as much per point as PaCMAP's fit (benchmarks/bench_map.py). The map only has
-to show each image among the images it resembles, so a point goes to the inverse-distance
-weighted mean of its ``k`` nearest fitted neighbours (found by FAISS in the PCA space the fit
-used): an exact duplicate lands on its twin, a point between two groups between them.
+PaCMAP's ``transform`` re-runs the optimisation with the new points as extra data (its docs warn
+a point may land elsewhere than its twin) and UMAP's builds a neighbour graph per point: both are
+far slower per point than this (benchmarks/bench_map.py). The map only has to show each image
+among the images it resembles, so a point goes to the inverse-distance weighted mean of its ``k``
+nearest fitted neighbours, found by FAISS in the PCA space the fit used (exhaustive search, or an
+IVF index for many queries): an exact duplicate lands on its twin, a point between two groups
+between them.
 """
 
 from __future__ import annotations
@@ -15,15 +16,21 @@ import numpy as np
 from exoray.index._faiss import require_faiss
 
 PLACE_NEIGHBOURS = 5
-EXACT_SEARCH_PAIRS = 4_000_000_000
-"""Above this many (query, fitted) pairs an IVF index replaces exhaustive search."""
+IVF_MIN_FITTED = 10_000
+IVF_QUERIES_PER_ROOT = 200
+"""An IVF index (4 sqrt(m) lists, 16 probed) scans ~8 sqrt(m) points per query instead of all m,
+but its training costs about as much as 100 sqrt(m) exhaustive queries: it pays off from about
+200 sqrt(m) queries (28k for 20k fitted points, 63k for 100k)."""
 QUERY_CHUNK = 32_768
+
+
+def use_ivf(n_fitted: int, n_queries: int) -> bool:
+    return n_fitted >= IVF_MIN_FITTED and n_queries >= IVF_QUERIES_PER_ROOT * np.sqrt(n_fitted)
 
 
 def placement_label(n_fitted: int, n_queries: int, k: int = PLACE_NEIGHBOURS) -> str:
     """How :func:`place` will search, for the map's record."""
-    search = "exact" if n_fitted * n_queries <= EXACT_SEARCH_PAIRS else "ivf"
-    return f"knn{min(k, n_fitted)}-{search}"
+    return f"knn{min(k, n_fitted)}-{'ivf' if use_ivf(n_fitted, n_queries) else 'exact'}"
 
 
 def place(fitted_points: np.ndarray, fitted_xy: np.ndarray, queries: np.ndarray, *,
@@ -51,11 +58,11 @@ def place(fitted_points: np.ndarray, fitted_xy: np.ndarray, queries: np.ndarray,
 def _search_index(fitted: np.ndarray, n_queries: int, seed: int):
     faiss = require_faiss()
     dim = fitted.shape[1]
-    if len(fitted) * n_queries <= EXACT_SEARCH_PAIRS:
+    if not use_ivf(len(fitted), n_queries):
         index = faiss.IndexFlatL2(dim)
         index.add(fitted)
         return index
-    nlist = int(min(4 * np.sqrt(len(fitted)), len(fitted) // 39))
+    nlist = int(4 * np.sqrt(len(fitted)))
     index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, nlist)
     index.cp.seed = int(seed)
     index.train(fitted)

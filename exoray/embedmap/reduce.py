@@ -65,10 +65,12 @@ def require(method: str) -> Any:
     """The module behind ``method``, or an ImportError naming the pip install."""
     check_method(method)
     try:
-        if method == "pacmap":
-            import pacmap as module
-        else:
-            import umap as module
+        with warnings.catch_warnings():  # umap: "Tensorflow not installed; ParametricUMAP ..."
+            warnings.simplefilter("ignore", ImportWarning)
+            if method == "pacmap":
+                import pacmap as module
+            else:
+                import umap as module
     except ImportError as exc:
         raise ImportError(f"the {method} map needs the {_PIP[method]} package; install it with: "
                           f"pip install 'exoray[map]' (or pip install {_PIP[method]})") from exc
