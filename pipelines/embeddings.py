@@ -38,11 +38,13 @@ def parse_model_spec(spec: str) -> tuple[str, str | None]:
     return name, variant or None
 
 
-def models_cache_dir(store: Store) -> str | None:
-    """BASE/models when BASE is a local or mounted folder (Drive); None (library default) else."""
+def models_cache_dir(store: Store) -> str:
+    """BASE/models: a folder when BASE is local or mounted (Drive), else its URI (s3://...),
+    which each node mirrors to local disk once (exoray.models.weights.node_cache_dir)."""
     path = store.local_path(layout.MODELS)
-    if path is not None:
-        os.makedirs(path, exist_ok=True)
+    if path is None:
+        return store.uri(layout.MODELS)
+    os.makedirs(path, exist_ok=True)
     return path
 
 

@@ -206,11 +206,17 @@ def scan_local(root: str, extensions: str | Iterable[str] | None = None) -> Scan
 
 
 def scan_uri(uri: str, extensions: str | Iterable[str] | None = None) -> ScanResult:
-    """List an object-store/URI root with one recursive listing, same skip rules."""
+    """List an object-store/URI root by prefix (sub-trees listed in parallel), same skip rules.
+
+    Goes through :class:`Store`, so query options (``endpoint_override``) and slow-storage
+    wrappers (``latency+...``) apply to image roots as they do to BASE."""
+    from exoray.storage.listing import list_tree
+    from exoray.storage.store import Store
+
     exts = resolve_extensions(extensions)
     result = ScanResult(extensions=exts)
-    fs, base = pafs.FileSystem.from_uri(uri)
-    base = base.rstrip("/")
+    store = Store(uri)
+    fs, base = store.fs, store.root.rstrip("/")
     kind = fs.get_file_info(base).type
     if kind == pafs.FileType.NotFound:
         raise FileNotFoundError(
@@ -221,7 +227,7 @@ def scan_uri(uri: str, extensions: str | Iterable[str] | None = None) -> ScanRes
             f"--images {uri!r} is a file, not a folder; pass the folder that holds your images"
         )
     try:
-        infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=False, recursive=True))
+        infos = list_tree(fs, base, allow_not_found=False)
     except OSError as exc:
         raise OSError(f"cannot list image folder {uri!r} ({exc}); check access to it and "
                       "rerun; the manifest was not changed") from exc

@@ -23,7 +23,7 @@ import numpy as np
 
 from exoray.models._logs import quiet_loading
 from exoray.models.outputs import OUTPUT_KINDS, check_chunk, collate
-from exoray.models.weights import default_cache_dir, hub_repo_id
+from exoray.models.weights import hub_repo_id, is_object_store, node_cache_dir, push_models
 
 
 def import_or_raise(module: str, *, extra: str, backend: str) -> ModuleType:
@@ -126,7 +126,7 @@ class ModelBackend:
         type(self).check_declarations()
         self.variant = self._check_variant(variant)
         self.checkpoint = os.fspath(checkpoint) if checkpoint is not None else None
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_dir = node_cache_dir(cache_dir)  # an object-store BASE/models: this node's copy
         self.batch_size, self.gpu_share = self._run_options(self.variant, batch_size, gpu_share)
         self.events: list[dict[str, Any]] = []
         self._torch = self._require("torch")
@@ -203,8 +203,11 @@ class ModelBackend:
         """
         name = cls._check_variant(variant)
         ckpt = os.fspath(checkpoint) if checkpoint is not None else None
-        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        cache = node_cache_dir(cache_dir)
         cls._prefetch(name, ckpt, cache)
+        if cache_dir is not None and is_object_store(cache_dir):
+            # What the driver fetched or built goes up to BASE/models once; nodes pull it.
+            push_models(cache, os.fspath(cache_dir))
 
     @classmethod
     def _prefetch(cls, variant: str, checkpoint: str | None, cache_dir: Path) -> None:
@@ -241,7 +244,7 @@ class ModelBackend:
                 )
         settings = cls.variants.get(name, {})
         ckpt = os.fspath(checkpoint) if checkpoint is not None else None
-        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        cache = node_cache_dir(cache_dir)
         info: dict[str, Any] = {
             "name": cls.name,
             "task": cls.task,
