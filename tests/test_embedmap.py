@@ -140,6 +140,7 @@ def test_record_says_what_was_built(built):
     assert set(record["seconds"]) >= {"pca", "fit", "place", "total"}
     assert map_info(base, "clip:planted") == record  # the variant it was built from
     assert read_map(base, "clip:other") is None and read_map(base, "dino") is None
+    assert read_map(Store(base)).equals(read_map(base, "clip"))  # a Store works as well
 
 
 def test_same_seed_same_map_other_seed_other_map(built):

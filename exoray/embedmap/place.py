@@ -1,12 +1,12 @@
 """Placing points the 2-D fit did not see: beside their nearest fitted neighbours.
 
 PaCMAP's ``transform`` re-runs the optimisation with the new points as extra data (its docs warn
-a point may land elsewhere than its twin) and UMAP's builds a neighbour graph per point: both are
-far slower per point than this (benchmarks/bench_map.py). The map only has to show each image
-among the images it resembles, so a point goes to the inverse-distance weighted mean of its ``k``
-nearest fitted neighbours, found by FAISS in the PCA space the fit used (exhaustive search, or an
-IVF index for many queries): an exact duplicate lands on its twin, a point between two groups
-between them.
+a point may land elsewhere than its twin; measured 12x slower per point than this), and UMAP's
+``transform`` exists for UMAP only (measured about as fast as this). The map only has to show
+each image among the images it resembles, so a point goes to the inverse-distance weighted mean
+of its ``k`` nearest fitted neighbours, found by FAISS in the PCA space the fit used (exhaustive
+search, or an IVF index for many queries): one rule for every method, an exact duplicate lands
+on its twin, a point between two groups between them. Numbers: benchmarks/bench_map.py.
 """
 
 from __future__ import annotations
