@@ -254,3 +254,49 @@ def test_synth_odd_files_decode_like_the_truth(synth_set: tuple[dict, dict]) -> 
     modes = {truth[r]["kind"]: feats[r]["mode"] for r in feats}
     assert modes["cmyk"] == "CMYK" and modes["gray16"].startswith("I;16")
     assert modes["palette_alpha"] == "P" and modes["rgba"] == "RGBA"
+
+
+# --------------------------------------------------------------------------- same definitions
+
+
+def reference_stats(rgb: np.ndarray) -> dict[str, float]:
+    """The column definitions written the direct way (float images, HSV, imagehash)."""
+    import imagehash
+
+    a = rgb.astype(np.float64)
+    r, g, b = a[..., 0], a[..., 1], a[..., 2]
+    rg, yb = r - g, 0.5 * (r + g) - b
+    luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    hist = np.bincount(luma.ravel(), minlength=256) / luma.size
+    p = hist[hist > 0]
+    spread = rgb.max(axis=2).astype(int) - rgb.min(axis=2)
+    pil = Image.fromarray(rgb)
+    return {
+        **{f"mean_{c}": a[..., i].mean() for i, c in enumerate("rgb")},
+        **{f"std_{c}": a[..., i].std() for i, c in enumerate("rgb")},
+        "brightness": luma.mean() / 255, "contrast": luma.std() / 255,
+        "saturation": cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1].mean() / 255,
+        "colorfulness": np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()),
+        "entropy": -(p * np.log2(p)).sum(),
+        "sharpness": cv2.Laplacian(luma, cv2.CV_64F).var(),
+        "edge_density": np.count_nonzero(cv2.Canny(luma, 50, 150)) / luma.size,
+        "is_grayscale": (spread > 24).mean() <= 0.005 and spread.mean() <= 4,
+        "phash": str(imagehash.phash(pil)), "dhash": str(imagehash.dhash(pil)),
+    }
+
+
+@pytest.mark.parametrize("kind", ["photo-like", "gray", "saturated", "tiny"])
+def test_fast_statistics_match_their_direct_definitions(kind: str) -> None:
+    rng = np.random.default_rng(11)
+    h, w = (3, 2) if kind == "tiny" else (300, 420)
+    rgb = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (5, 5), 1.5)
+    if kind == "gray":
+        rgb = np.repeat(rgb[..., :1], 3, axis=2) + rng.integers(0, 3, (h, w, 3)).astype(np.uint8)
+    if kind == "saturated":
+        rgb[..., 2] = 0
+    row = compute_features(encode(rgb, "PNG"))
+    for key, want in reference_stats(rgb).items():
+        if isinstance(want, (str, bool, np.bool_)):
+            assert row[key] == want, key
+        else:
+            assert row[key] == pytest.approx(float(want), rel=1e-6, abs=1e-9), key
