@@ -206,6 +206,12 @@ def test_embed_survives_the_kill_of_a_whole_worker_node(cluster):
     exactly_once(cluster, folder, "embed")
     vectors = read_parts(store, folder, key=("image_id", "fingerprint", "model_id"))
     assert vectors.num_rows == N_IMAGES, out[-2000:]
+    # BASE/models on S3 reaches the backends as this node's local mirror of it (a tiny model
+    # is built there; downloaded weights are pushed and pulled: test_s3_store), never as
+    # another node's disk or the library default.
+    mirrored = [node for node in ("head", "worker") if any(
+        p.is_file() for p in (cluster.tmp / node / "local-models" / "object-store").rglob("*"))]
+    assert mirrored, "no node loaded the model from a local mirror of BASE/models"
 
 
 def test_index_on_the_cluster_and_a_clean_doctor(cluster):
