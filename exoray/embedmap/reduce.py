@@ -1,7 +1,8 @@
 """From embeddings to 2-D: a PCA to 50-d, then PaCMAP or UMAP fitted on a sample.
 
-Neighbour-graph methods cost time per fitted point (on 20k x 512-d, 2 vCPUs: PaCMAP 23 s CPU,
-UMAP 93 s; benchmarks/bench_map.py), so they see a sample; :mod:`exoray.embedmap.place` puts
+Neighbour-graph methods cost time per fitted point (512-d, 2 vCPUs, CPU seconds: PaCMAP 23 s
+and UMAP 93 s for 20k points, 61 s and 111 s for 100k; benchmarks/bench_map.py; a seeded UMAP
+runs on one thread), so they see a sample; :mod:`exoray.embedmap.place` puts
 every other point beside its nearest fitted neighbours. PCA first makes every neighbour search
 run in 50 instead of 512 dimensions and drops the noisiest directions.
 """
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 METHODS = ("pacmap", "umap")
-DEFAULT_METHOD = "pacmap"  # benchmarks/bench_map.py: 4x less CPU than UMAP, same quality
+DEFAULT_METHOD = "pacmap"  # bench_map.py: 1.8-4x less CPU than UMAP, same quality
 PCA_DIM = 50
 MIN_FIT_POINTS = 20
 """Below this many points a neighbour graph is meaningless (PaCMAP needs 10 neighbours plus
