@@ -292,3 +292,17 @@ def test_placement_puts_points_by_their_cluster(n_fitted, n_queries):
     assert (nearest_centre == labels[n_fitted:]).mean() >= 0.99
     twins = place(x[:n_fitted], fitted_xy, x[:50])  # a duplicate lands on its twin
     assert np.allclose(twins, fitted_xy[:50], atol=1e-4)
+
+
+def test_help_says_every_default(capsys):
+    import argparse
+
+    from exoray.cli.main import build_parser
+
+    assert main(["map", "--help"]) == 0
+    assert "usage: exoray map" in capsys.readouterr().out
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for action in sub.choices["map"]._actions:
+        if action.option_strings and action.nargs != 0 and action.default not in (
+                None, argparse.SUPPRESS):
+            assert "default" in action.help, action.option_strings
