@@ -9,7 +9,7 @@ import pytest
 from exoray.cli.main import build_parser, main
 
 COMMANDS = ["manifest", "features", "dupes", "status", "errors", "synth", "demo", "embed", "index",
-            "search", "cluster", "sample", "doctor"]
+            "search", "cluster", "sample", "doctor", "map", "report"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -1,8 +1,9 @@
 """``exoray demo``: a generated image set through every phase that exists, on any machine.
 
 Runs every registered phase spec in order (tiny random-initialised CLIP and DINO, built locally
-and loaded through the real checkpoint code, so nothing is downloaded), then the indices and
-navigation; swap in real models with ``exoray embed --model clip``.
+and loaded through the real checkpoint code, so nothing is downloaded), then the indices,
+navigation, the 2-D map and the static HTML report; swap in real models with
+``exoray embed --model clip``.
 """
 
 from __future__ import annotations
@@ -75,8 +76,17 @@ def run_demo(base: str, *, n: int = 200, seed: int = 0, show_progress: bool = Tr
     clusters = ex.cluster(8)
     print(f"[demo] 8 clusters, sizes {[c['size'] for c in clusters]}")
     print(f"[demo] diverse sample of 6: {ex.sample(6)}")
+    from exoray.embedmap import build_map
+    from exoray.report import build_report
+
+    built_map = build_map(base, "clip")
+    print(f"[demo] 2-D map of clip: {built_map['method_used']} map of {built_map['count']} "
+          f"points ({built_map['status']})")
+    report = build_report(base)
+    print(f"[demo] report: {report}")
     print(format_status(collect_status(base)))
     print("[demo] try next:\n"
+          f"  open {report.index} in a browser (no server needed)\n"
           f"  exoray search {base} --model dino --id {first} -k 5\n"
           f"  exoray sample {base} --model clip --n 12 --method diverse\n"
           f"  exoray errors {base}\n"
