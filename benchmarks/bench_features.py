@@ -1,6 +1,8 @@
 """Benchmark Phase II (cheap features) against what a user would otherwise run, on one machine.
 
-All contenders see the same synthetic 1-3 MP JPEGs with a warm page cache, in one run:
+All contenders see the same synthetic images with a warm page cache, in one run: 1-3 MP JPEGs
+(``--set jpeg``) or the mixed JPEG/PNG/WebP set ``exoray synth`` writes (``--set mixed``, mean
+0.23 MP, the images people have):
 
 * exoray: ``manifest.run`` + ``features.run`` on a fresh BASE, Ray (2 CPUs) started before timing;
 * a careful sequential loop computing the same columns with PIL + numpy + imagehash (full decode,
@@ -9,6 +11,11 @@ All contenders see the same synthetic 1-3 MP JPEGs with a warm page cache, in on
   ``--cleanvision-python``; it uses 2 worker processes on a 2-core machine);
 * decode only: ``Image.open(p).convert("RGB")`` for every file, sequentially and with Pool(2);
 * for the breakdown, exoray's own ``compute_features`` without Ray, sequential and Pool(2).
+
+* whole process as a new user runs it (``--skip`` ``cli`` to leave out): ``exoray manifest`` then
+  ``exoray features`` as two fresh commands, Ray start included, with the time from the features
+  call to its first committed part and where the start-up went;
+* per-core scaling (``--cpus N``): ``compute_features`` in Pool(1) and Pool(N), images/s per core.
 
 Then slow storage (``--latency-ms`` added to every file read; exoray runs in a subprocess whose
 ``Store.read_bytes`` sleeps, patched by a ``sitecustomize`` hook that the Ray workers inherit, and
@@ -19,6 +26,7 @@ idle, and prints how busy the whole machine was during each timed block.
 
     python benchmarks/bench_features.py                    # n=2000, everything (~20 min, 2 cores)
     python benchmarks/bench_features.py --n 300 --skip cleanvision memory
+    python benchmarks/bench_features.py --set mixed --n 3000 --seed 3 --skip latency memory
 """
 
 from __future__ import annotations
@@ -53,10 +61,11 @@ from _common import (
     start_ray,
     timed,
     wait_for_quiet,
+    warm_page_cache,
     warmed_image_set,
 )
 
-SECTIONS = ("baselines", "cleanvision", "exoray", "latency", "memory")
+SECTIONS = ("baselines", "cleanvision", "exoray", "cli", "cpus", "latency", "memory")
 WORKING_SIDE = 512  # exoray.image.cheap_features.WORKING_SIDE: the baseline uses the same working size
 
 # --------------------------------------------------------------------------- baselines
@@ -239,6 +248,75 @@ def run_exoray(root: Path, workdir: Path, t: dict[str, float], wait: float) -> N
 
         ray.shutdown()
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- as a new user
+
+
+def _first_part_watch(base: Path, started: float, seen: dict[str, float]) -> None:
+    """Record when the first features part appears (what a user waits for before any result)."""
+    folder = base / "features" / "global"
+    while "first" not in seen:
+        if folder.is_dir() and any(p.name.startswith("part-") for p in folder.iterdir()):
+            seen["first"] = time.perf_counter() - started
+            return
+        time.sleep(0.05)
+
+
+def run_cli(root: Path, workdir: Path, t: dict[str, float], wait: float) -> None:
+    """``exoray manifest`` + ``exoray features`` as fresh processes, Ray start included."""
+    import threading
+
+    exe = str(Path(sys.executable).with_name("exoray"))
+    base = Path(tempfile.mkdtemp(prefix="base-cli-", dir=workdir))
+    print("exoray as a new user runs it (two fresh commands, Ray started by them):", flush=True)
+    try:
+        wait_for_quiet(wait)
+        ticks = cpu_ticks()
+        with timed("`exoray manifest` (whole command)", t):
+            subprocess.run([exe, "manifest", str(base), "--images", str(root), "-q"],
+                           check=True, capture_output=True)
+        seen: dict[str, float] = {}
+        started = time.perf_counter()
+        watcher = threading.Thread(target=_first_part_watch, args=(base, started, seen),
+                                   daemon=True)
+        watcher.start()
+        with timed("`exoray features` (whole command)", t):
+            out = subprocess.run([exe, "features", str(base), "-q"], check=True,
+                                 capture_output=True, text=True)
+        seen.setdefault("first", float("nan"))
+        busy = cpu_busy(ticks, cpu_ticks())
+        total = t["`exoray manifest` (whole command)"] + t["`exoray features` (whole command)"]
+        t["exoray CLI manifest + features"] = total
+        t["exoray CLI first part"] = seen["first"]
+        print(f"  {'exoray CLI manifest + features':<52s} {total:9.2f} s   [cpu busy "
+              f"{busy or 0:4.0%}]\n  {'first committed part after the features call':<52s} "
+              f"{seen['first']:9.2f} s\n    ({out.stdout.strip().splitlines()[-1]})")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def run_cpus(files: list[Path], cpus: int, t: dict[str, float], wait: float) -> None:
+    """Steady-state images/s per core of compute_features on 1 and on ``cpus`` processes."""
+    paths = [str(f) for f in files]
+    ctx = multiprocessing.get_context("spawn")
+    print(f"per-core scaling (compute_features, steady state, no Ray; {len(paths)} images):",
+          flush=True)
+    for k in sorted({1, cpus}):
+        with ctx.Pool(k) as pool:
+            pool.map(_import_pil, range(2 * k))
+            wait_for_quiet(wait)
+            started = time.perf_counter()
+            pool.map(exoray_compute, paths, chunksize=8)
+            seconds = time.perf_counter() - started
+        rate = len(paths) / seconds
+        t[f"per core, {k} cores"] = rate / k
+        print(f"  {f'{k} process(es)':<52s} {rate:9.1f} img/s = {rate / k:7.1f} img/s per core")
+    if cpus > 1:
+        gain = t[f"per core, {cpus} cores"] * cpus / t["per core, 1 cores"]
+        t["scaling"] = gain
+        print(f"  {f'{cpus} cores vs 1 core':<52s} {gain:7.2f}x   (goal >= {0.6 * cpus:.1f}x; "
+              f"{os.cpu_count()} cores on this machine)")
 
 
 # --------------------------------------------------------------------------- slow storage
@@ -464,7 +542,12 @@ def run_memory(args: argparse.Namespace, t: dict[str, float]) -> None:
 
 def main() -> None:
     parser = bench_parser(__doc__)
-    parser.add_argument("--n", type=int, default=2000, help="images (1-3 MP JPEGs)")
+    parser.add_argument("--n", type=int, default=2000, help="images in the set")
+    parser.add_argument("--set", choices=("jpeg", "mixed"), default="jpeg",
+                        help="jpeg: 1-3 MP JPEGs; mixed: what `exoray synth` writes (JPEG/PNG/WebP, "
+                             "mean 0.23 MP)")
+    parser.add_argument("--cpus", type=int, default=0,
+                        help="also measure per-core scaling on 1 and on this many processes")
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--latency-n", type=int, default=0,
                         help="images for the slow-storage comparison, a subset of the set "
@@ -493,7 +576,16 @@ def main() -> None:
 
     del cv2, PIL, ray  # imported for machine()'s version line
     print(f"machine: {machine()}")
-    root, files = warmed_image_set(args.workdir, args.n, seed=args.seed)
+    if args.set == "mixed":
+        from exoray.dev.synth import FORMATS
+
+        root = image_set(args.workdir, args.n, seed=args.seed, min_megapixels=0.0,
+                         formats=FORMATS)
+        files = image_files(root)
+        print(f"images: {len(files)} mixed JPEG/PNG/WebP, "
+              f"{warm_page_cache(files) / 1e6:.0f} MB, in {root} (page cache warmed)\n")
+    else:
+        root, files = warmed_image_set(args.workdir, args.n, seed=args.seed)
     t: dict[str, float] = {}
     if "baselines" not in args.skip:
         run_baselines(files, t, args.wait_quiet)
@@ -501,6 +593,10 @@ def main() -> None:
         cleanvision_seconds(args, root, len(files), t)
     if "exoray" not in args.skip:
         run_exoray(root, Path(args.workdir), t, args.wait_quiet)
+    if "cli" not in args.skip:
+        run_cli(root, Path(args.workdir), t, args.wait_quiet)
+    if "cpus" not in args.skip and args.cpus:
+        run_cpus(files, args.cpus, t, args.wait_quiet)
     if "latency" not in args.skip:
         run_latency(args, root, t)
     if "memory" not in args.skip:
@@ -523,6 +619,17 @@ def main() -> None:
             if key in t:
                 print(ratio_line(label, ours, t[key], goal))
         print(f"  {'exoray images/s (manifest + features)':<52s} {len(files) / ours:7.1f}")
+    cli = t.get("exoray CLI manifest + features")
+    if cli and "cleanvision find_issues()" in t:
+        print(ratio_line("whole commands (Ray start incl.) vs cleanvision", cli,
+                         t["cleanvision find_issues()"], ">= 3x mixed 3k, > 1x at 1k, >= 5x jpeg"))
+    for label, own, floor in (
+            ("per image: compute_features vs decode only, seq.",
+             "exoray compute_features, sequential, no Ray", "decode only, sequential"),
+            ("per image: compute_features vs decode only, Pool(2)",
+             "exoray compute_features, Pool(2), no Ray", "decode only, Pool(2)")):
+        if own in t and floor in t:
+            print(ratio_line(label, t[own], t[floor], ">= 0.67x"))
     if "latency_exoray_slow" in t:
         print(ratio_line(f"slow storage ({args.latency_ms:g} ms, {t['latency_n']:.0f} imgs): "
                          "vs careful loop, seq.", t["latency_exoray_slow"],

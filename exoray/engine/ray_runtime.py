@@ -36,12 +36,20 @@ def ensure_ray() -> ClusterShape:
         else:
             # address="local": never join a stale cluster a dead `ray start --head` left behind.
             with neutral_cwd():
-                ray.init(address="local", num_cpus=os.cpu_count() or 2,
+                ray.init(address="local", num_cpus=usable_cpus(),
                          include_dashboard=False, ignore_reinit_error=True,
                          configure_logging=False, log_to_driver=verbose)
             _wait_for_resources(ray)
     res = ray.cluster_resources()
     return ClusterShape(cpus=float(res.get("CPU", 1.0)), gpus=float(res.get("GPU", 0.0)))
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on: a container or ``taskset`` limit counts, not the host's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 2
 
 
 @contextlib.contextmanager
