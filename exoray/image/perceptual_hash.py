@@ -26,40 +26,47 @@ PHASH_SIDE = 32  # imagehash.phash: hash_size 8 x highfreq_factor 4
 DHASH_SIZE = (9, 8)  # imagehash.dhash: (width, height) = (hash_size + 1, hash_size)
 
 
-def _sinc(x: float) -> float:
-    if x == 0.0:
-        return 1.0
-    x *= math.pi
-    return math.sin(x) / x
+def _lanczos(x: np.ndarray) -> np.ndarray:
+    """Pillow's lanczos_filter (sinc(x) * sinc(x / 3) on [-3, 3)), elementwise in float64."""
+    out = np.zeros_like(x)
+    inside = (x >= -3.0) & (x < 3.0)
+    xs = x[inside]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p1, p3 = xs * math.pi, (xs / 3.0) * math.pi
+        s1 = np.where(xs == 0.0, 1.0, np.sin(p1) / p1)
+        s3 = np.where(xs == 0.0, 1.0, np.sin(p3) / p3)
+    out[inside] = s1 * s3
+    return out
 
 
-def _lanczos(x: float) -> float:
-    return _sinc(x) * _sinc(x / 3.0) if -3.0 <= x < 3.0 else 0.0
-
-
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=256)
 def _weights(in_size: int, out_size: int) -> tuple[np.ndarray, int, int]:
     """Pillow's LANCZOS coefficients for one axis as an (in, out) float64 matrix of their
-    integer fixed-point values, plus the first and one-past-last input index any output uses."""
+    integer fixed-point values, plus the first and one-past-last input index any output uses.
+
+    Same arithmetic as Pillow's precompute_coeffs/normalize_coeffs_8bpc, vectorised: the weight
+    sum runs left to right (cumsum), as Pillow's loop does.
+    """
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = _LANCZOS_SUPPORT * filterscale
-    inv = 1.0 / filterscale
+    ksize = int(math.ceil(support)) * 2 + 1
+    center = (np.arange(out_size) + 0.5) * scale
+    xmin = np.maximum((center - support + 0.5).astype(np.int64), 0)  # C casts truncate
+    xmax = np.minimum((center + support + 0.5).astype(np.int64), in_size) - xmin
+    taps = np.arange(ksize)
+    used = taps[None, :] < xmax[:, None]
+    w = np.where(used, _lanczos((taps[None, :] + xmin[:, None] - center[:, None] + 0.5)
+                                * (1.0 / filterscale)), 0.0)
+    total = np.cumsum(w, axis=1)[:, -1:]
+    k = np.where(total != 0.0, w / np.where(total != 0.0, total, 1.0), w)
+    fixed = np.trunc(np.where(k < 0, k * _SCALE - 0.5, k * _SCALE + 0.5))
     matrix = np.zeros((in_size, out_size), dtype=np.float64)
-    first, last = in_size, 0
-    for xx in range(out_size):
-        center = (xx + 0.5) * scale
-        xmin = max(int(center - support + 0.5), 0)  # C's (int) cast truncates toward zero
-        xmax = min(int(center + support + 0.5), in_size) - xmin
-        ws = [_lanczos((x + xmin - center + 0.5) * inv) for x in range(xmax)]
-        total = sum(ws)  # left to right in double, as Pillow does
-        for x, w in enumerate(ws):
-            k = w / total if total != 0.0 else w
-            # normalize_coeffs_8bpc: add or subtract 0.5, then truncate toward zero.
-            matrix[x + xmin, xx] = int(k * _SCALE - 0.5) if k < 0 else int(k * _SCALE + 0.5)
-        first, last = min(first, xmin), max(last, xmin + xmax)
+    rows = (xmin[:, None] + taps[None, :])[used]
+    cols = np.broadcast_to(np.arange(out_size)[:, None], used.shape)[used]
+    matrix[rows, cols] = fixed[used]
     matrix.flags.writeable = False
-    return matrix, first, last
+    return matrix, int(xmin.min()), int((xmin + xmax).max())
 
 
 def _fixed_point(sums: np.ndarray) -> np.ndarray:
