@@ -30,7 +30,7 @@ def ray_session():
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
              _temp_dir=os.path.join(_CACHE, "ray"), log_to_driver=False)
     yield ray
     ray.shutdown()
