@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from exoray.engine.schemas import NO_ERROR
 from exoray.engine.spec import Target
-from exoray.engine.stages.reading import ItemError, PrefetchingReader, apply_decoder
+from exoray.engine.stages.reading import ItemError, PrefetchingReader, apply_decoder, split_results
 from exoray.image.decode import DEFAULT_MAX_PIXELS
 from exoray.image.gpu_decode import (
     DEFAULT_GPU_BATCH,
@@ -49,15 +48,10 @@ class DecodeWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.reader.map(list(batch["relpath"]), self._crop)
-        n = len(results)
-        images = np.zeros((n, self.side, self.side, 3), np.uint8)
-        errors = np.full(n, NO_ERROR, dtype=object)
-        messages = np.full(n, "", dtype=object)
-        for i, res in enumerate(results):
-            if isinstance(res, ItemError):
-                errors[i], messages[i] = res.error, res.message
-            else:
-                images[i] = res
+        errors, messages, ok = split_results(results)
+        images = np.zeros((len(results), self.side, self.side, 3), np.uint8)
+        for i, square in ok:
+            images[i] = square
         out = dict(batch)
         out.update(image=images, error=errors, message=messages)
         return out
@@ -146,17 +140,13 @@ class ReadBytesWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.reader.map(list(batch["relpath"]), self._header)
+        errors, messages, ok = split_results(results)
         n = len(results)
         data = np.full(n, b"", dtype=object)
         route = np.full(n, "cpu", dtype=object)
         orientation = np.ones(n, np.int8)
-        errors = np.full(n, NO_ERROR, dtype=object)
-        messages = np.full(n, "", dtype=object)
-        for i, res in enumerate(results):
-            if isinstance(res, ItemError):
-                errors[i], messages[i] = res.error, res.message
-            else:
-                data[i], route[i], orientation[i] = res[0], res[1].route, res[1].orientation
+        for i, (raw, header) in ok:
+            data[i], route[i], orientation[i] = raw, header.route, header.orientation
         out = dict(batch)
         out.update(data=data, route=route, orientation=orientation, error=errors,
                    message=messages)

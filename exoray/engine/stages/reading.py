@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
+
 from exoray.storage.store import Store
 
 
@@ -38,6 +40,24 @@ def read_image_bytes(root: Store, relpath: str) -> bytes | ItemError:
 
 
 T = TypeVar("T")
+
+
+def split_results(results: list[T | ItemError]
+                  ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, T]]]:
+    """A batch's reader results as the ``error`` and ``message`` columns every stage emits,
+    plus (row, value) of each success for the stage to place in its own columns."""
+    from exoray.engine.schemas import NO_ERROR
+
+    n = len(results)
+    errors = np.full(n, NO_ERROR, dtype=object)
+    messages = np.full(n, "", dtype=object)
+    ok: list[tuple[int, T]] = []
+    for i, res in enumerate(results):
+        if isinstance(res, ItemError):
+            errors[i], messages[i] = res.error, res.message
+        else:
+            ok.append((i, res))
+    return errors, messages, ok
 
 
 def apply_decoder(data: bytes | ItemError, relpath: str, fn: Callable[[bytes, str], T]

@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from exoray.engine.schemas import NO_ERROR
 from exoray.engine.stages.embed import use_cpu_threads
-from exoray.engine.stages.reading import ItemError, PrefetchingReader
+from exoray.engine.stages.reading import PrefetchingReader, split_results
 from exoray.image.decode import DEFAULT_MAX_PIXELS, decode_image
 from exoray.storage.store import Store
 
@@ -55,17 +54,13 @@ class PadDecodeWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.reader.map(list(batch["relpath"]), self._decode)
+        errors, messages, ok = split_results(results)
         n = len(results)
         images = np.full((n, self.side, self.side, 3), PAD_VALUE, np.uint8)
         sizes = np.zeros((n, 2), np.int32)
         shown = np.zeros((n, 2), np.int32)
-        errors = np.full(n, NO_ERROR, dtype=object)
-        messages = np.full(n, "", dtype=object)
-        for i, res in enumerate(results):
-            if isinstance(res, ItemError):
-                errors[i], messages[i] = res.error, res.message
-            else:
-                images[i], sizes[i], shown[i] = res
+        for i, res in ok:
+            images[i], sizes[i], shown[i] = res
         out = dict(batch)
         out.update(image=images, image_size=sizes, width=shown[:, 0], height=shown[:, 1],
                    error=errors, message=messages)
