@@ -96,9 +96,12 @@ def target_status(store: Store, spec: PhaseSpec, target: Target, images: pa.Tabl
         elapsed = (dt.datetime.now(dt.timezone.utc) - last["started_at"]).total_seconds()
         last = {**last, "processed": rows,
                 "images_per_s": rows / elapsed if elapsed > 0 and rows else None}
-    overall = phase_rate(store, runs, spec.name, target.folder, layout.errors_folder(spec.name))
     st = PhaseStatus(label, target.folder, images.num_rows, n_done, n_errors, len(parts),
-                     target.model_id, last, rate=overall.images_per_s, rate_runs=overall.runs)
+                     target.model_id, last)
+    if st.remaining:  # the rate only feeds the ETA: a finished output costs no second listing
+        overall = phase_rate(store, runs, spec.name, target.folder,
+                             layout.errors_folder(spec.name))
+        st.rate, st.rate_runs = overall.images_per_s, overall.runs
     if st.rate:
         st.eta_seconds = st.remaining / st.rate
         minutes = session_minutes or _last_max_minutes(runs, spec.name, target.folder) \
