@@ -50,7 +50,7 @@ def base(synth_set, tmp_path):
 
 def test_a_write_worker_killed_between_publishes_is_retried_by_ray(base, tmp_path):
     marker = tmp_path / "fired"
-    code, out, err = finish(start("features", str(base), *ARGS, "-q",
+    code, out, err = finish(start("features", str(base), *ARGS, "-q", "--executor", "ray",
                                   failpoint=f"between_publishes=exit:{marker}"))
     assert marker.exists(), "the write worker was never killed"
     assert code == 0, err[-3000:]
