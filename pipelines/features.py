@@ -5,13 +5,19 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from exoray.engine.errors_table import image_keys
 from exoray.engine.ray_runtime import ClusterShape, actor_pool_plan
 from exoray.engine.runner import RunResult, Stage, run_phase
 from exoray.engine.schemas import FEATURES_SCHEMA
 from exoray.engine.spec import Option, Output, PhaseSpec, StageContext, Target
 from exoray.engine.stages.features import FeatureWorker
+from exoray.image.cheap_features import FEATURES_VERSION
 from exoray.image.decode import DEFAULT_MAX_PIXELS
 from exoray.storage import layout
+from exoray.storage.parts import read_parts
 from exoray.storage.store import Store
 from exoray.util.cli_types import positive_int, positive_int_arg
 
@@ -45,6 +51,18 @@ def discover(store: Store) -> list[Target]:
     return [_target()]
 
 
+def older_definitions(store: Store, target: Target) -> pa.Array:
+    """Keys of rows computed with an older features definition (``features_version``; rows
+    from before the column existed read as null): this run recomputes them, so one BASE never
+    mixes definitions, and the newer row wins on read."""
+    rows = read_parts(store, target.folder, ["image_id", "fingerprint", "features_version"],
+                      key=FEATURES.key, schema=FEATURES_SCHEMA)
+    if rows.num_rows == 0:
+        return pa.array([], pa.string())
+    version = pc.fill_null(pc.cast(rows["features_version"], pa.int16()), 0)
+    return pc.unique(image_keys(rows.filter(pc.not_equal(version, FEATURES_VERSION))))
+
+
 SPEC = PhaseSpec(
     name="features",
     title="II cheap features",
@@ -59,6 +77,8 @@ SPEC = PhaseSpec(
     resolve=resolve,
     stages=stages,
     discover=discover,
+    stale=older_definitions,
+    local_ok=True,
     next_step="exoray dupes {base}   # exact and near-duplicate groups",
 )
 
@@ -67,7 +87,8 @@ def run(base: str | os.PathLike[str], **options: Any) -> RunResult:
     """Compute Phase II features for every image not done yet; safe to kill and rerun.
 
     Options: ``batch_size``, ``max_pixels``, ``max_actors`` plus the runner's ``retry_errors``,
-    ``part_rows``, ``estimate`` and ``show_progress``.
+    ``part_rows``, ``estimate``, ``show_progress``, ``max_minutes`` and ``executor`` (small runs
+    use a local process pool while Ray is not running; ``executor="ray"`` forces Ray Data).
     """
     return run_phase(SPEC, base, **options)
 

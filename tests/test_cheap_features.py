@@ -270,7 +270,8 @@ def reference_stats(rgb: np.ndarray) -> dict[str, float]:
     hist = np.bincount(luma.ravel(), minlength=256) / luma.size
     p = hist[hist > 0]
     spread = rgb.max(axis=2).astype(int) - rgb.min(axis=2)
-    pil = Image.fromarray(rgb)
+    # features v2: both hashes are imagehash's, of the luma area-averaged to 64 x 64
+    thumb = Image.fromarray(cv2.resize(luma, (64, 64), interpolation=cv2.INTER_AREA))
     return {
         **{f"mean_{c}": a[..., i].mean() for i, c in enumerate("rgb")},
         **{f"std_{c}": a[..., i].std() for i, c in enumerate("rgb")},
@@ -281,7 +282,8 @@ def reference_stats(rgb: np.ndarray) -> dict[str, float]:
         "sharpness": cv2.Laplacian(luma, cv2.CV_64F).var(),
         "edge_density": np.count_nonzero(cv2.Canny(luma, 50, 150)) / luma.size,
         "is_grayscale": (spread > 24).mean() <= 0.005 and spread.mean() <= 4,
-        "phash": str(imagehash.phash(pil)), "dhash": str(imagehash.dhash(pil)),
+        "phash": str(imagehash.phash(thumb)), "dhash": str(imagehash.dhash(thumb)),
+        "features_version": 2,
     }
 
 

@@ -420,3 +420,41 @@ def test_running_out_of_memory_is_a_transient_error_retried_next_run():
     got = apply_decoder(b"\xff\xd8 any bytes", "big/photo.jpg", starved)
     assert isinstance(got, ItemError) and got.error in TRANSIENT_ERRORS
     assert "big/photo.jpg" in got.message and "retried" in got.message
+
+
+@pytest.mark.parametrize("variant", ["lossy", "lossless", "alpha", "alpha-lossless", "exif-6"])
+def test_still_webp_decodes_to_pillows_exact_pixels(variant: str) -> None:
+    """Still WebPs take OpenCV's libwebp (no animation decoder): the pixels must be Pillow's."""
+    rgb = photo(301, 203, seed=5)
+    if variant.startswith("alpha"):
+        alpha = np.tile(np.linspace(0, 255, 301, dtype=np.uint8), (203, 1))[..., None]
+        im = Image.fromarray(np.concatenate([rgb, alpha], axis=2), "RGBA")
+    else:
+        im = Image.fromarray(rgb)
+    kw: dict[str, object] = {"lossless": variant.endswith("lossless"), "quality": 80}
+    if variant == "exif-6":
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        kw["exif"] = exif.tobytes()
+    data = encode(im, "WEBP", **kw)
+    pil = Image.open(io.BytesIO(data))
+    want = np.asarray(pil.convert("RGBA" if pil.mode == "RGBA" else "RGB"))
+    if want.shape[2] == 4:  # alpha over white, as decode_image defines it
+        a = want[..., 3:4].astype(np.uint16)
+        want = ((want[..., :3] * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+    if variant == "exif-6":
+        want = np.rot90(want, -1)
+    got = decode_image(data, name=f"{variant}.webp")
+    assert got.format == "WEBP" and got.mode == pil.mode
+    assert np.array_equal(got.rgb, want)
+    assert (got.width, got.height) == (want.shape[1], want.shape[0])
+    small = decode_image(data, max_side=100)
+    assert max(small.rgb.shape[:2]) == 100 and (small.width, small.height) == (got.width,
+                                                                               got.height)
+
+
+def test_truncated_webp_is_still_a_clear_error() -> None:
+    data = encode(Image.fromarray(photo()), "WEBP", quality=80)
+    with pytest.raises(DecodeError) as err:
+        decode_image(data[: len(data) // 2], name="cut.webp")
+    assert err.value.kind in ("truncated", "corrupt") and "cut.webp" in str(err.value)

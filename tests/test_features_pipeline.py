@@ -161,3 +161,40 @@ def test_a_run_leaves_other_phases_temporaries_and_run_records_alone(done_base, 
     assert (work / other).exists()
     runs = read_runs(store)
     assert sorted(runs["phase"].to_pylist()) == ["embed", "features"]
+
+
+def test_rows_of_an_older_features_definition_are_recomputed(synth_set, tmp_path):
+    """A BASE written before features_version existed (or with an older one): the next run
+    redoes exactly those rows, readers then see only the current definition, doctor is happy."""
+    import pyarrow as pa
+
+    from exoray.engine.doctor import check_base
+    from exoray.engine.readers import read_features
+    from exoray.engine.schemas import FEATURES_SCHEMA
+    from exoray.image.cheap_features import FEATURES_VERSION
+    from exoray.storage.parts import write_part
+
+    root, _ = synth_set
+    base = tmp_path / "base"
+    manifest.run(base, images=root)
+    features.run(base, executor="local", show_progress=False)
+    store = Store(str(base))
+    current = read_parts(store, layout.FEATURES)
+    for part in list_parts(store, layout.FEATURES):  # as an earlier exoray left the BASE
+        store.delete(layout.FEATURES, part.name)
+    old = current.drop_columns(["features_version"])
+    old = old.set_column(old.schema.get_field_index("phash"), "phash",
+                         pa.array(["0" * 16] * old.num_rows))
+    old_schema = pa.schema([f for f in FEATURES_SCHEMA if f.name != "features_version"])
+    write_part(store, layout.FEATURES, old, run_id="20250101T000000abcdef",
+               key=("image_id", "fingerprint"), schema=old_schema)
+    assert set(read_features(store, ["phash"])["phash"].to_pylist()) == {"0" * 16}
+
+    result = features.run(base, executor="local", show_progress=False)
+    assert (result.todo, result.processed) == (current.num_rows, current.num_rows)
+    feats = read_features(store, ["image_id", "phash", "features_version"])
+    assert "0" * 16 not in feats["phash"].to_pylist()
+    assert set(feats["features_version"].to_pylist()) == {FEATURES_VERSION}
+    assert feats.num_rows == current.num_rows
+    assert check_base(str(base))["healthy"]
+    assert features.run(base, executor="local", show_progress=False).run_id is None

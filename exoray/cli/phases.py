@@ -93,6 +93,10 @@ def _common_options(p: argparse.ArgumentParser, default_part_rows: int | None) -
                    help="stop cleanly within M minutes (e.g. before a Colab session ends): "
                         "takes what fits at this phase's measured rate, everything done stays "
                         "committed; rerun to continue")
+    p.add_argument("--executor", choices=("auto", "ray", "local"), default="auto",
+                   help="ray: the Ray Data pipeline; local: a process pool on this machine (CPU "
+                        "phases such as features); auto (default): local for small CPU runs "
+                        "while Ray is not running, else Ray")
 
 
 def _handler(spec: PhaseSpec):
@@ -111,7 +115,7 @@ def _handler(spec: PhaseSpec):
         result = run_phase(spec, args.base, retry_errors=args.retry_errors,
                            part_rows=args.part_rows, estimate=args.estimate,
                            subset=args.subset, show_progress=not args.quiet,
-                           max_minutes=args.max_minutes, **options)
+                           max_minutes=args.max_minutes, executor=args.executor, **options)
         print(result)
         for event in result.events:
             print(f"  event: {event}")

@@ -4,7 +4,8 @@
 ``hit("between_publishes")`` create the marker file and die at once (``os._exit``: a worker crash
 Ray retries); ``killpg:`` first kills the process group ``EXORAY_FAILPOINT_PGID`` (the driver's
 session, set by the test), so the whole run dies mid-publish. The marker
-makes each failpoint fire once per test. Unset in normal use: then ``hit`` is a dictionary lookup.
+makes each failpoint fire once per test; ``always`` (no marker) dies every time, like a file that
+crashes its decoder. Unset in normal use: then ``hit`` is a dictionary lookup.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def hit(name: str) -> None:
     if not action:
         return
     how, _, marker = action.partition(":")
+    if how == "always":
+        os._exit(1)
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:

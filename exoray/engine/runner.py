@@ -164,16 +164,20 @@ def estimate_run(store: Store, spec: PhaseSpec, targets: list[Target], opts: dic
 def run_phase(spec: PhaseSpec, base: str | os.PathLike[str], *, retry_errors: bool = False,
               part_rows: int | None = None, estimate: bool = False, subset: str | None = None,
               show_progress: bool = True, max_minutes: float | None = None,
-              **options: Any) -> RunResult:
+              executor: str = "auto", **options: Any) -> RunResult:
     """Run ``spec`` on every image (of ``subset``, a flag expression such as ``"photo and not
     dark"``) not done yet; safe to kill and rerun at any instant. ``max_minutes`` stops the run
-    by then (planned from the phase's rate, else stopped at the limit), everything committed."""
+    by then (planned from the phase's rate, else stopped at the limit), everything committed.
+    ``executor``: "ray" (the Ray Data pipeline), "local" (a process pool on this machine, for
+    CPU phases) or "auto": local for small CPU runs while Ray is not running, else Ray."""
     from exoray.engine.budget import HardStop, check_max_minutes, planned_images
+    from exoray.engine.local_pool import choose_executor
 
     hard_stop = HardStop(check_max_minutes(max_minutes))
     part_rows = spec.default_part_rows if part_rows is None else part_rows
     if isinstance(part_rows, bool) or not isinstance(part_rows, int) or part_rows < 1:
         raise ValueError(f"part_rows must be a positive integer, got {part_rows!r}")
+    choose_executor(spec, executor, 0)  # a wrong choice fails before any work
     opts = spec.resolve_options(options)
     store = Store(base)
     if not store.exists(layout.MANIFEST):  # compute_todo reads it; no second read here
@@ -214,6 +218,7 @@ def run_phase(spec: PhaseSpec, base: str | os.PathLike[str], *, retry_errors: bo
                                                            pa.string()))
         result = _execute(spec, store, run_id, pending, targets, opts, part_rows=part_rows,
                           show_progress=show_progress, hard_stop=hard_stop,
+                          executor=executor,
                           record_options={**opts, "retry_errors": retry_errors,
                                           "part_rows": part_rows, "subset": subset,
                                           "max_minutes": hard_stop.minutes})
@@ -232,12 +237,19 @@ def _blocks(table: pa.Table, rows_per_block: int) -> list[pa.Table]:
 
 def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets: list[Target],
              opts: dict[str, Any], *, part_rows: int, show_progress: bool,
-             record_options: dict[str, Any], hard_stop: Any = None) -> RunResult:
+             record_options: dict[str, Any], hard_stop: Any = None,
+             executor: str = "auto") -> RunResult:
     if spec.compute is not None:
         from exoray.engine.columnar import execute_columnar
 
         return execute_columnar(spec, store, run_id, todo, targets, opts, part_rows=part_rows,
                                 show_progress=show_progress, record_options=record_options)
+    from exoray.engine.local_pool import choose_executor, execute_local
+
+    if choose_executor(spec, executor, todo.num_rows) == "local":
+        return execute_local(spec, store, run_id, todo, targets, opts, part_rows=part_rows,
+                             show_progress=show_progress, record_options=record_options,
+                             hard_stop=hard_stop)
     import ray
     import ray.data
     from ray.data import ActorPoolStrategy, DataContext
@@ -259,7 +271,8 @@ def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets
                        num_cpus=last.num_cpus, num_gpus=last.num_gpus,
                        batch_format=last.batch_format, memory=last.memory)
     record = RunRecord(run_id=run_id, phase=spec.name, started_at=now_utc(), todo=todo.num_rows,
-                       targets=[t.folder for t in targets], options=record_options,
+                       targets=[t.folder for t in targets],
+                       options={**record_options, "executor": "ray"},
                        model_id=",".join(t.model_id for t in targets if t.model_id) or None)
     record.record_start(store)
     folders = [t.folder for t in targets]

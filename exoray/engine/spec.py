@@ -137,6 +137,9 @@ class PhaseSpec:
     # (store, targets, options, todo) -> seconds per image on this machine, from a short timed
     # batch; the estimate uses it when no earlier run of the same model says how fast it is.
     calibrate: Callable[[Store, list[Target], dict[str, Any], Any], float | None] | None = None
+    # CPU stages without models that may run in a local process pool instead of Ray when Ray is
+    # not running and the run is small (Ray's start-up would cost more than the work).
+    local_ok: bool = False
 
     def option(self, name: str) -> Option:
         for opt in self.options:

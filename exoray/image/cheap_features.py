@@ -16,12 +16,15 @@ from functools import lru_cache
 import cv2
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
 from exoray.image.decode import DEFAULT_MAX_PIXELS, decode_image
-from exoray.image.perceptual_hash import dhash_hex, phash_hex
+from exoray.image.perceptual_hash import perceptual_hashes
 
 WORKING_SIDE = 512
+# Bumped whenever a column's definition changes; rows of an older version are recomputed by the
+# next `exoray features` run, so one BASE never mixes definitions. 2: hashes from the 64-px
+# luma thumbnail (were: from the 512-px working image via Pillow's luma).
+FEATURES_VERSION = 2
 
 # Canny thresholds are fixed (not derived from each image) so edge_density compares across images.
 CANNY_LOW, CANNY_HIGH = 50, 150
@@ -56,6 +59,7 @@ FEATURE_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("content_hash", pa.string()),
     ("phash", pa.string()),
     ("dhash", pa.string()),
+    ("features_version", pa.int16()),
 ]
 FEATURE_SCHEMA = pa.schema(FEATURE_COLUMNS)
 
@@ -122,7 +126,7 @@ def compute_features(
     sharpness = float(cv2.meanStdDev(laplacian)[1][0][0]) ** 2
     edges = cv2.Canny(luma, CANNY_LOW, CANNY_HIGH)
     edge_density = float(cv2.countNonZero(edges)) / n
-    hash_luma = np.asarray(Image.fromarray(rgb).convert("L"))  # what imagehash hashes
+    phash, dhash = perceptual_hashes(luma)
     return {
         "width": img.width,
         "height": img.height,
@@ -139,15 +143,17 @@ def compute_features(
         "std_b": stds[2],
         "brightness": luma_mean / 255.0,
         "contrast": luma_std / 255.0,
-        "saturation": float((by_max_spread * _hsv_saturation()).sum()) / n / 255.0,
+        "saturation": float(np.dot(by_max_spread.ravel().astype(np.float64),
+                                   _hsv_saturation().ravel())) / n / 255.0,
         "colorfulness": _colorfulness(r, g, b, means),
         "entropy": _entropy(luma),
         "sharpness": sharpness,
         "edge_density": edge_density,
         "is_grayscale": _is_grayscale(by_max_spread.sum(axis=0), n),
         "content_hash": content_hash(data),
-        "phash": phash_hex(hash_luma),
-        "dhash": dhash_hex(hash_luma),
+        "phash": phash,
+        "dhash": dhash,
+        "features_version": FEATURES_VERSION,
     }
 
 

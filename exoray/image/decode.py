@@ -92,12 +92,14 @@ def decode_image(
         try:
             n_frames = _frame_count(im)
             _check_pixels(im.size, max_pixels, name)  # a later GIF frame may grow the canvas
-            if max_side is not None:
-                im.draft(None, _fit((stored_w, stored_h), max_side))
-            im.load()
-            # After load(): for PNG, reading EXIF first would decode the image a second time.
+            rgb = _webp_pixels(data, im, n_frames)
+            if rgb is None:
+                if max_side is not None:
+                    im.draft(None, _fit((stored_w, stored_h), max_side))
+                im.load()
+                rgb = np.asarray(_to_rgb(im, name), dtype=np.uint8)
+            # After decoding: for PNG, reading EXIF first would decode the image a second time.
             orientation = _orientation(im, allow_load=True)
-            rgb = np.asarray(_to_rgb(im, name), dtype=np.uint8)
             if max_side is not None:
                 # Size from the header, not the DCT-scaled array, so draft and full decode
                 # give exactly the same output size.
@@ -126,6 +128,24 @@ def decode_image(
         format=fmt,
         n_frames=n_frames,
     )
+
+
+def _webp_pixels(data: bytes, im: Image.Image, n_frames: int) -> np.ndarray | None:
+    """A still RGB/RGBA WebP decoded by OpenCV's libwebp straight to an array, else None.
+
+    Same pixels as Pillow's path (tested bit for bit), without Pillow's animation decoder and
+    its RGBA round trip, which made WebP cost half again as much as its decode.
+    """
+    if im.format != "WEBP" or n_frames != 1 or im.mode not in ("RGB", "RGBA"):
+        return None
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.ndim != 3 or (arr.shape[1], arr.shape[0]) != im.size:
+        return None  # Pillow's path decodes it, or says what is wrong with it
+    if arr.shape[2] == 3:
+        return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    if arr.shape[2] == 4:
+        return np.asarray(_composite_on_white(cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA)))
+    return None
 
 
 def read_image_size(data: bytes, *, name: str = "") -> tuple[int, int]:

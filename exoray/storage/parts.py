@@ -230,16 +230,23 @@ def deduplicate(table: pa.Table, key: Sequence[str]) -> pa.Table:
     return table.take(pc.take(last, pc.sort_indices(last)))  # kept rows, in read order
 
 
-def read_part(store: Store, folder: str, part: PartInfo, columns: list[str] | None
-              ) -> pa.Table | str:
+def read_part(store: Store, folder: str, part: PartInfo, columns: list[str] | None,
+              schema: pa.Schema | None = None) -> pa.Table | str:
     """The part's rows, or a reason string if the part is really corrupt.
 
+    A wanted column the part predates (written before the column existed) comes back as nulls
+    of its ``schema`` type: an older part is never taken for a corrupt one.
     I/O failures (Drive hiccups, network) raise :class:`PartReadError`: a part is never
     quarantined because a read failed once.
     """
     try:
         with store.open_input_file(folder, part.name) as f:
-            table = pq.read_table(f, columns=columns)
+            parquet = pq.ParquetFile(f)
+            present = set(parquet.schema_arrow.names)
+            table = parquet.read(columns=None if columns is None else
+                                 [c for c in columns if c in present])
+            if columns is not None and any(c not in present for c in columns):
+                table = _with_columns(table, columns, schema)
     except FileNotFoundError as exc:
         raise PartReadError(f"part {folder}/{part.name} vanished while reading ({exc}); is "
                             "another process compacting this BASE? rerun the command") from exc
@@ -251,6 +258,18 @@ def read_part(store: Store, folder: str, part: PartInfo, columns: list[str] | No
     if table.num_rows != part.rows:
         return f"{table.num_rows} rows, name says {part.rows}"
     return table
+
+
+def _with_columns(table: pa.Table, columns: list[str], schema: pa.Schema | None) -> pa.Table:
+    """``table`` with every one of ``columns``, in that order; missing ones all null."""
+    def column(name: str) -> pa.Array | pa.ChunkedArray:
+        if name in table.column_names:
+            return table[name]
+        kind = schema.field(name).type if schema is not None and name in schema.names \
+            else pa.null()
+        return pa.nulls(table.num_rows, kind)
+
+    return pa.table([column(c) for c in columns], names=columns)
 
 
 def read_parts(
@@ -278,7 +297,7 @@ def read_parts(
         return _empty(schema, wanted)
 
     def read(part: PartInfo) -> pa.Table | None:
-        got = read_part(store, folder, part, read_cols)
+        got = read_part(store, folder, part, read_cols, schema)
         if isinstance(got, str):
             if quarantine:
                 quarantine_part(store, folder, part.name, reason=got)
