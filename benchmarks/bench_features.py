@@ -13,8 +13,10 @@ All contenders see the same synthetic images with a warm page cache, in one run:
 * for the breakdown, exoray's own ``compute_features`` without Ray, sequential and Pool(2).
 
 * whole process as a new user runs it (``--skip`` ``cli`` to leave out): ``exoray manifest`` then
-  ``exoray features`` as two fresh commands, Ray start included, with the time from the features
-  call to its first committed part and where the start-up went;
+  ``exoray features`` as two fresh commands, all start-up included (the default executor: the
+  local pool up to 20k images, else Ray), with the time from the features call to its first
+  committed part;
+* exoray's local pool in-process (``features.run(executor="local")``) next to the Ray pipeline;
 * per-core scaling (``--cpus N``): ``compute_features`` in Pool(1) and Pool(N), images/s per core.
 
 Then slow storage (``--latency-ms`` added to every file read; exoray runs in a subprocess whose
@@ -243,6 +245,16 @@ def run_exoray(root: Path, workdir: Path, t: dict[str, float], wait: float) -> N
               f"   [{result.processed} rows, {result.errors} errors]")
         with timed("exoray features.run again (nothing to do)", t):
             features.run(base, show_progress=False)
+        local = Path(tempfile.mkdtemp(prefix="base-local-", dir=workdir))
+        manifest.run(local, images=root)
+        wait_for_quiet(wait)
+        with timed("exoray features.run, local pool (executor='local')", t):
+            result = features.run(local, executor="local", show_progress=False)
+        t["exoray manifest + features, local pool"] = (
+            t["exoray manifest.run"] + t["exoray features.run, local pool (executor='local')"])
+        print(f"    ({result.processed} rows, {result.errors} errors; the same stages in 2 "
+              "worker processes, no Ray)")
+        shutil.rmtree(local, ignore_errors=True)
     finally:
         import ray
 
@@ -264,12 +276,13 @@ def _first_part_watch(base: Path, started: float, seen: dict[str, float]) -> Non
 
 
 def run_cli(root: Path, workdir: Path, t: dict[str, float], wait: float) -> None:
-    """``exoray manifest`` + ``exoray features`` as fresh processes, Ray start included."""
+    """``exoray manifest`` + ``exoray features`` as fresh processes, all start-up included."""
     import threading
 
     exe = str(Path(sys.executable).with_name("exoray"))
     base = Path(tempfile.mkdtemp(prefix="base-cli-", dir=workdir))
-    print("exoray as a new user runs it (two fresh commands, Ray started by them):", flush=True)
+    print("exoray as a new user runs it (two fresh commands; the default executor picks the local "
+          "pool for small sets, Ray for large ones):", flush=True)
     try:
         wait_for_quiet(wait)
         ticks = cpu_ticks()
@@ -406,7 +419,8 @@ def child_exoray(args: argparse.Namespace) -> None:
 
     env_vars = {k: os.environ[k] for k in ("PYTHONPATH", "EXORAY_BENCH_LATENCY_MS",
                                            "EXORAY_BENCH_LATENCY_LOG") if k in os.environ}
-    ray_s = start_ray(2, runtime_env={"env_vars": env_vars})
+    # executor "ray": Ray started (not timed) and used; "local": the local pool, no Ray at all
+    ray_s = start_ray(2, runtime_env={"env_vars": env_vars}) if args.executor == "ray" else 0.0
     base = Path(args.base)
     wait_for_quiet(args.wait_quiet)
     ticks = cpu_ticks()
@@ -417,7 +431,7 @@ def child_exoray(args: argparse.Namespace) -> None:
     # (Linux keeps the pre-exec high-water mark), which would hide the child's own peak.
     before = _vm_hwm_kb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     reset = _reset_hwm()
-    result = features.run(base, show_progress=False)
+    result = features.run(base, executor=args.executor, show_progress=False)
     total = time.perf_counter() - started
     busy = cpu_busy(ticks, cpu_ticks())
     during = _vm_hwm_kb() if reset else None
@@ -443,7 +457,7 @@ def spawn_child(args: argparse.Namespace, images: Path, *, latency_ms: float = 0
             log.unlink(missing_ok=True)
             env["EXORAY_BENCH_LATENCY_LOG"] = str(log)
     cmd = [sys.executable, __file__, "--child", "--images", str(images), "--base", str(base),
-           "--workdir", str(args.workdir)]
+           "--workdir", str(args.workdir), "--executor", args.executor]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     finally:
@@ -472,6 +486,7 @@ def run_latency(args: argparse.Namespace, root: Path, t: dict[str, float]) -> No
     for latency, results in runs.items():
         res, reads = min(results, key=lambda r: r[0]["total_s"])
         label = f"exoray, {latency:g} ms per read" if latency else "exoray, no added latency"
+        label += f" ({args.executor})"
         t[label] = res["total_s"]
         print(f"  {label:<52s} {res['total_s']:9.2f} s   [cpu busy {res['busy']:4.0%}; "
               f"{reads} reads through the hook"
@@ -490,7 +505,7 @@ def run_latency(args: argparse.Namespace, root: Path, t: dict[str, float]) -> No
     with timed(f"careful loop, sequential, {ms:g} ms per open", t):
         for f in files:
             careful_features(str(f), latency_s=ms / 1000)
-    t["latency_exoray_slow"] = t[f"exoray, {ms:g} ms per read"]
+    t["latency_exoray_slow"] = t[f"exoray, {ms:g} ms per read ({args.executor})"]
     t["latency_loop_slow"] = t[f"careful loop, sequential, {ms:g} ms per open"]
     t["latency_n"] = len(files)
 
@@ -560,6 +575,9 @@ def main() -> None:
                         help="an interpreter with cleanvision installed (not a project dependency)")
     parser.add_argument("--cleanvision-timeout", type=float, default=900.0)
     parser.add_argument("--cleanvision-subset", type=int, default=500)
+    parser.add_argument("--executor", choices=("ray", "local"), default="ray",
+                        help="how the slow-storage and memory runs execute Phase II: the Ray Data "
+                             "pipeline (Ray started before timing) or the local pool")
     parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--images", help=argparse.SUPPRESS)
@@ -619,9 +637,20 @@ def main() -> None:
             if key in t:
                 print(ratio_line(label, ours, t[key], goal))
         print(f"  {'exoray images/s (manifest + features)':<52s} {len(files) / ours:7.1f}")
+    local = t.get("exoray manifest + features, local pool")
+    if local:
+        for label, key, goal in (
+                ("local pool vs cleanvision find_issues()", "cleanvision find_issues()", ""),
+                ("local pool vs exoray's own compute, Pool(2)",
+                 "exoray compute_features, Pool(2), no Ray", "1.0 if the pool cost nothing")):
+            if key in t:
+                print(ratio_line(label, local, t[key], goal))
+        if ours:
+            print(ratio_line("local pool vs Ray Data pipeline (Ray already started)", local,
+                             ours, ""))
     cli = t.get("exoray CLI manifest + features")
     if cli and "cleanvision find_issues()" in t:
-        print(ratio_line("whole commands (Ray start incl.) vs cleanvision", cli,
+        print(ratio_line("whole commands (as a new user runs them) vs cleanvision", cli,
                          t["cleanvision find_issues()"], ">= 3x mixed 3k, > 1x at 1k, >= 5x jpeg"))
     for label, own, floor in (
             ("per image: compute_features vs decode only, seq.",
@@ -631,8 +660,8 @@ def main() -> None:
         if own in t and floor in t:
             print(ratio_line(label, t[own], t[floor], ">= 0.67x"))
     if "latency_exoray_slow" in t:
-        print(ratio_line(f"slow storage ({args.latency_ms:g} ms, {t['latency_n']:.0f} imgs): "
-                         "vs careful loop, seq.", t["latency_exoray_slow"],
+        print(ratio_line(f"slow storage ({args.latency_ms:g} ms, {t['latency_n']:.0f} imgs, "
+                         f"{args.executor}): vs careful loop, seq.", t["latency_exoray_slow"],
                          t["latency_loop_slow"], ">= 8x"))
     if "driver maxrss ratio" in t:
         print(f"  {f'driver peak memory, {args.memory_copies}x images':<52s} "

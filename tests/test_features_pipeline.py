@@ -189,6 +189,9 @@ def test_rows_of_an_older_features_definition_are_recomputed(synth_set, tmp_path
     write_part(store, layout.FEATURES, old, run_id="20250101T000000abcdef",
                key=("image_id", "fingerprint"), schema=old_schema)
     assert set(read_features(store, ["phash"])["phash"].to_pylist()) == {"0" * 16}
+    before = collect_status(str(base))
+    feats_status = next(p for p in before.phases if p.phase == "features")
+    assert feats_status.done == 0 and "out of date" in feats_status.extra
 
     result = features.run(base, executor="local", show_progress=False)
     assert (result.todo, result.processed) == (current.num_rows, current.num_rows)

@@ -86,6 +86,10 @@ def target_status(store: Store, spec: PhaseSpec, target: Target, images: pa.Tabl
 
     parts = list_parts(store, target.folder)
     done = done_keys(store, target.folder, parts=parts) if parts else pa.array([], pa.string())
+    stale = spec.stale(store, target) if spec.stale is not None and len(done) else None
+    n_stale = count_done(images, stale) if stale is not None and len(stale) else 0
+    if n_stale:  # out of date rows are not done: the next run recomputes them
+        done = done.filter(pc.invert(pc.is_in(done, value_set=stale)))
     n_done = count_done(images, done)
     failing = without_successes(errors, done)
     n_errors = count_done(images, permanent_error_keys(failing, spec.name))
@@ -98,6 +102,9 @@ def target_status(store: Store, spec: PhaseSpec, target: Target, images: pa.Tabl
                 "images_per_s": rows / elapsed if elapsed > 0 and rows else None}
     st = PhaseStatus(label, target.folder, images.num_rows, n_done, n_errors, len(parts),
                      target.model_id, last)
+    if n_stale:
+        st.extra["out of date"] = (f"{n_stale} rows (the next `exoray {spec.group or spec.name}"
+                                   "` run recomputes them)")
     if st.remaining:  # the rate only feeds the ETA: a finished output costs no second listing
         overall = phase_rate(store, runs, spec.name, target.folder,
                              layout.errors_folder(spec.name))
