@@ -163,3 +163,21 @@ def test_cli_executor_flag(synth_set, tmp_path):
                            capture_output=True, text=True)
     assert wrong.returncode != 0 and "only for CPU phases" in wrong.stderr
     assert len(wrong.stderr.strip().splitlines()) <= 2
+
+
+def test_a_worker_that_cannot_start_is_one_clear_error_not_error_rows(synth_set, tmp_path,
+                                                                      monkeypatch):
+    """A broken environment (here: the workers cannot import exoray) must not turn every image
+    into a worker error row: the run stops with the worker's own last words."""
+    root, _ = synth_set
+    base = fresh_base(root, tmp_path / "base")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys\nif sys.argv[-1:] == ['-m'] or 'local_worker' in ' '.join(sys.orig_argv):\n"
+        "    raise SystemExit('exoray is not importable here (broken install)')\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    with pytest.raises(RuntimeError, match="could not start .*broken install.*--executor ray"):
+        features.run(base, executor="local", show_progress=False)
+    assert read_parts(Store(str(base)), layout.errors_folder("features")).num_rows == 0
+    assert read_runs(Store(str(base))).to_pylist()[-1]["status"] == "failed"

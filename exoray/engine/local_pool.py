@@ -17,6 +17,7 @@ import os
 import selectors
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from exoray.engine.progress import ProgressMonitor, rows_of_run
 from exoray.engine.runlog import RunRecord, now_utc
 from exoray.engine.sink import publish_rows
 from exoray.engine.spec import PhaseSpec, StageContext, Target
+from exoray.engine.worker_errors import WorkerFailure
 from exoray.image.manifest import manifest_root
 from exoray.storage import layout
 from exoray.storage.lease import Fence
@@ -93,18 +95,33 @@ class _Worker:
     def __init__(self, stage_specs: list[tuple[type, dict[str, Any]]]) -> None:
         # -P: the driver's working directory never goes on the worker's import path (a BASE
         # folder named like a package must not shadow it).
+        # Its stderr (warnings, a crash's last words) is kept in a file, shown with -v.
+        self.log = None if os.environ.get("EXORAY_VERBOSE") else \
+            tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-P", "-m", "exoray.engine.local_worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_worker_env())
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=_worker_env())
         self.stdin: IO[bytes] = self.process.stdin  # type: ignore[assignment]
         self.stdout: IO[bytes] = self.process.stdout  # type: ignore[assignment]
         self.in_flight: deque[_Work] = deque()
+        self.ready = False  # it said "ready" once its stages' imports succeeded
         # The stage specs first: the worker imports its stages while the driver prepares.
         write_message(self.stdin, stage_specs)
 
     def submit(self, work: _Work) -> None:
         self.in_flight.append(work)
-        write_message(self.stdin, work.rows)
+        # If it died, its end of file (read next) hands this work back to the queue.
+        with contextlib.suppress(OSError):
+            write_message(self.stdin, work.rows)
+
+    def last_words(self) -> str:
+        """The last line the process wrote to stderr (why it could not start)."""
+        if self.log is None:
+            return "see its output above"
+        self.log.seek(0)
+        lines = [line.strip() for line in self.log.read().decode(errors="replace").splitlines()
+                 if line.strip()]
+        return lines[-1][:300] if lines else f"exit code {self.process.returncode}"
 
     def receive(self) -> tuple[str, Any] | None:
         """The next reply, or None if the process died."""
@@ -115,8 +132,8 @@ class _Worker:
             self.process.kill()
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             self.process.wait(timeout=5)
-        for stream in (self.stdin, self.stdout):
-            with contextlib.suppress(OSError):
+        for stream in (self.stdin, self.stdout, self.log):
+            with contextlib.suppress(OSError, AttributeError):
                 stream.close()
 
 
@@ -152,10 +169,19 @@ class _Pool:
                 worker: _Worker = key.data
                 reply = worker.receive()
                 if reply is None:
+                    if not worker.ready:
+                        worker.process.wait()
+                        why = worker.last_words()
+                        raise WorkerFailure(
+                            f"a local worker process could not start ({why}); "
+                            "rerun with -v to see its output, or with --executor ray")
                     yield from self._replace(worker)
                     continue
-                worker.in_flight.popleft()
                 status, value = reply
+                if status == "ready":
+                    worker.ready = True
+                    continue
+                worker.in_flight.popleft()
                 if status == "error":
                     raise value
                 yield value

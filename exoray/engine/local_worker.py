@@ -54,6 +54,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         return
     for fn, _ in stage_specs:
         importlib.import_module(fn.__module__)
+    write_message(out, ("ready", os.getpid()))
     stages = None
     while (batch := read_message(inp)) is not None:
         if "relpath" in batch.column_names:  # tests: a file that kills its worker every time
