@@ -302,3 +302,25 @@ def test_fast_statistics_match_their_direct_definitions(kind: str) -> None:
             assert row[key] == want, key
         else:
             assert row[key] == pytest.approx(float(want), rel=1e-6, abs=1e-9), key
+
+
+def test_compute_features_runs_on_one_thread() -> None:
+    """Phase II runs one process per core: a feature that quietly starts a thread pool (numpy's
+    BLAS for a dot product, OpenCV's own pool) doubles the CPU it costs and slows every worker.
+    The CPU time this process spends must not exceed its wall time."""
+    import resource
+
+    rng = np.random.default_rng(5)
+    images = [encode(cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),
+                                      (5, 5), 2), fmt) for fmt in ("JPEG", "PNG", "WEBP") * 12]
+    compute_features(images[0])
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    cpu0, wall0 = cpu(), time.perf_counter()
+    for data in images:
+        compute_features(data)
+    used, wall = cpu() - cpu0, time.perf_counter() - wall0
+    assert used <= 1.15 * wall + 0.05, f"{used:.2f}s CPU in {wall:.2f}s: more than one thread"

@@ -143,8 +143,9 @@ def compute_features(
         "std_b": stds[2],
         "brightness": luma_mean / 255.0,
         "contrast": luma_std / 255.0,
-        "saturation": float(np.dot(by_max_spread.ravel().astype(np.float64),
-                                   _hsv_saturation().ravel())) / n / 255.0,
+        # Elementwise, never np.dot: numpy's BLAS would start a thread per core for this one
+        # product and oversubscribe every worker process (half the CPU time wasted).
+        "saturation": float((by_max_spread * _hsv_saturation()).sum()) / n / 255.0,
         "colorfulness": _colorfulness(r, g, b, means),
         "entropy": _entropy(luma),
         "sharpness": sharpness,
@@ -205,6 +206,6 @@ def _is_grayscale(spread_hist: np.ndarray, n: int) -> bool:
     """
     counts = spread_hist.ravel().astype(np.float64)
     colour_fraction = counts[_GRAY_SPREAD + 1:].sum() / n
-    mean_spread = float(counts @ np.arange(256)) / n
+    mean_spread = float((counts * np.arange(256)).sum()) / n
     return bool(colour_fraction <= _GRAY_MAX_COLOUR_FRACTION
                 and mean_spread <= _GRAY_MAX_MEAN_SPREAD)
