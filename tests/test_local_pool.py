@@ -177,6 +177,7 @@ def test_a_worker_that_cannot_start_is_one_clear_error_not_error_rows(synth_set,
         "import sys\nif sys.argv[-1:] == ['-m'] or 'local_worker' in ' '.join(sys.orig_argv):\n"
         "    raise SystemExit('exoray is not importable here (broken install)')\n")
     monkeypatch.setenv("PYTHONPATH", str(site))
+    monkeypatch.delenv("EXORAY_VERBOSE", raising=False)  # -v shows the output instead
     with pytest.raises(RuntimeError, match="could not start .*broken install.*--executor ray"):
         features.run(base, executor="local", show_progress=False)
     assert read_parts(Store(str(base)), layout.errors_folder("features")).num_rows == 0

@@ -79,6 +79,9 @@ def rendered() -> tuple[np.ndarray, list[tuple[str, list[float]]]]:
     truth = []
     for text, (x, y), font_name, scale, thick, colour in LINES:
         font = getattr(cv2, f"FONT_HERSHEY_{font_name}")
+        if min(colour) > 200:  # light text on the photo gets a dark edge, as signs have:
+            # OpenCV >= 5.1 renders a real font, whose plain white edges easyocr missed there
+            cv2.putText(pic, text, (x, y), font, scale, (25, 20, 15), thick + 4, cv2.LINE_AA)
         cv2.putText(pic, text, (x, y), font, scale, colour, thick, cv2.LINE_AA)
         (tw, th), base = cv2.getTextSize(text, font, scale, thick)
         truth.append((text, [x / W, (y - th) / H, (x + tw) / W, (y + base) / H]))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from exoray.engine.progress import ProgressMonitor, rows_of_run
+from exoray.engine.progress import ProgressMonitor
 from exoray.engine.runlog import RunRecord, now_utc
 from exoray.engine.sink import publish_rows
 from exoray.engine.spec import PhaseSpec, StageContext, Target
@@ -50,9 +50,7 @@ def execute_columnar(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table,
         status = "interrupted"
         raise
     finally:
-        record.processed = max(rows_of_run(store, f, run_id) for f in folders)
-        record.errors = rows_of_run(store, layout.errors_folder(spec.name), run_id)
-        record.record_end(store, status)
+        record.record_outcome(store, status)
     return RunResult(run_id, spec.name, todo.num_rows, record.processed, record.errors,
                      time.perf_counter() - started)
 

@@ -27,7 +27,7 @@ from typing import IO, Any
 import pyarrow as pa
 
 from exoray.engine.local_worker import read_message, write_message
-from exoray.engine.progress import ProgressMonitor, rows_of_run
+from exoray.engine.progress import ProgressMonitor
 from exoray.engine.runlog import RunRecord, now_utc
 from exoray.engine.sink import publish_rows
 from exoray.engine.spec import PhaseSpec, StageContext, Target
@@ -269,8 +269,6 @@ def execute_local(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table,
         status = "stopped"  # --max-minutes: committed parts stay, in-flight rows are redone
     finally:
         pool.close()
-        record.processed = max(rows_of_run(store, f, run_id) for f in folders)
-        record.errors = rows_of_run(store, layout.errors_folder(spec.name), run_id)
-        record.record_end(store, status)
+        record.record_outcome(store, status)
     return RunResult(run_id, spec.name, todo.num_rows, record.processed, record.errors,
                      time.perf_counter() - started, stopped="time" if status == "stopped" else "")

@@ -80,6 +80,16 @@ class RunRecord:
         self.finished_at = now_utc()
         self._write(store, "end")
 
+    def record_outcome(self, store: Store, status: str) -> None:
+        """The end record with what this run committed, counted from part names (every
+        executor ends the same way, also when killed by an exception)."""
+        from exoray.engine.progress import rows_of_run
+
+        self.processed = max((rows_of_run(store, f, self.run_id) for f in self.targets),
+                             default=0)
+        self.errors = rows_of_run(store, layout.errors_folder(self.phase), self.run_id)
+        self.record_end(store, status)
+
 
 def _time(value: Any) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None

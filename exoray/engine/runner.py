@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from exoray.engine.done import done_keys, error_keys, pending_mask, present_images
 from exoray.engine.events import read_events
-from exoray.engine.progress import CountedStage, ProcessedCounter, ProgressMonitor, rows_of_run
+from exoray.engine.progress import CountedStage, ProcessedCounter, ProgressMonitor
 from exoray.engine.runlog import RunRecord, new_run_id, now_utc, read_runs
 from exoray.engine.spec import PhaseSpec, StageContext, Target
 from exoray.engine.worker_errors import user_facing
@@ -231,6 +231,15 @@ def run_phase(spec: PhaseSpec, base: str | os.PathLike[str], *, retry_errors: bo
     return result
 
 
+def _stop_actor(ray: Any, actor: Any) -> None:
+    """End a helper actor and wait (briefly) until it is gone: a ``ray.kill`` still pending when
+    the command exits made Ray's GCS print "Failed to kill actor" on the user's terminal."""
+    try:
+        ray.wait([actor.__ray_terminate__.remote()], timeout=5)
+    except Exception as exc:  # noqa: BLE001 - already gone: nothing left to stop
+        log.debug("counter actor already stopped: %s", exc)
+
+
 def _blocks(table: pa.Table, rows_per_block: int) -> list[pa.Table]:
     return [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)]
 
@@ -311,11 +320,9 @@ def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets
             raise
         status = "stopped"  # --max-minutes: committed parts stay, in-flight rows are redone
     finally:
-        ray.kill(counter)
-        record.processed = max(rows_of_run(store, f, run_id) for f in folders)
-        record.errors = rows_of_run(store, layout.errors_folder(spec.name), run_id)
+        _stop_actor(ray, counter)
         record.events = read_events(store, run_id)
-        record.record_end(store, status)
+        record.record_outcome(store, status)
     return RunResult(run_id, spec.name, todo.num_rows, record.processed, record.errors,
                      time.perf_counter() - started, record.events,
                      stopped="time" if status == "stopped" else "")
