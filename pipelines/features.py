@@ -1,14 +1,11 @@
-"""Phase II: cheap features for every manifest image, a Ray Data pipeline of CPU actors."""
+"""Phase II: cheap features for every manifest image: CPU stages as a Ray Data pipeline, or in
+a local process pool for small runs while Ray is not running (``exoray.engine.local_pool``)."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from exoray.engine.errors_table import image_keys
 from exoray.engine.ray_runtime import ClusterShape, actor_pool_plan
 from exoray.engine.runner import RunResult, Stage, run_phase
 from exoray.engine.schemas import FEATURES_SCHEMA
@@ -17,11 +14,11 @@ from exoray.engine.stages.features import FeatureWorker
 from exoray.image.cheap_features import FEATURES_VERSION
 from exoray.image.decode import DEFAULT_MAX_PIXELS
 from exoray.storage import layout
-from exoray.storage.parts import read_parts
 from exoray.storage.store import Store
 from exoray.util.cli_types import positive_int, positive_int_arg
 
-FEATURES = Output("features", FEATURES_SCHEMA)
+# Rows of an older features definition are out of date: the next run recomputes them.
+FEATURES = Output("features", FEATURES_SCHEMA, version=("features_version", FEATURES_VERSION))
 # Shared by every phase that decodes images.
 MAX_PIXELS_OPTION = Option("max_pixels", DEFAULT_MAX_PIXELS,
                            "larger images are refused as decompression bombs",
@@ -51,18 +48,6 @@ def discover(store: Store) -> list[Target]:
     return [_target()]
 
 
-def older_definitions(store: Store, target: Target) -> pa.Array:
-    """Keys of rows computed with an older features definition (``features_version``; rows
-    from before the column existed read as null): this run recomputes them, so one BASE never
-    mixes definitions, and the newer row wins on read."""
-    rows = read_parts(store, target.folder, ["image_id", "fingerprint", "features_version"],
-                      key=FEATURES.key, schema=FEATURES_SCHEMA)
-    if rows.num_rows == 0:
-        return pa.array([], pa.string())
-    version = pc.fill_null(pc.cast(rows["features_version"], pa.int16()), 0)
-    return pc.unique(image_keys(rows.filter(pc.not_equal(version, FEATURES_VERSION))))
-
-
 SPEC = PhaseSpec(
     name="features",
     title="II cheap features",
@@ -77,7 +62,6 @@ SPEC = PhaseSpec(
     resolve=resolve,
     stages=stages,
     discover=discover,
-    stale=older_definitions,
     local_ok=True,
     next_step="exoray dupes {base}   # exact and near-duplicate groups",
 )

@@ -37,10 +37,14 @@ from exoray.storage.store import Store
 COMPACT_ROWS = 5000
 
 
-def _folders(store: Store, spec: PhaseSpec) -> list[tuple[str, tuple[str, ...]]]:
-    """(folder, key) of every output of ``spec`` on disk, plus its errors folder."""
-    out = [(t.folder, t.output.key) for t in spec.discover(store)]
-    return out + [(layout.errors_folder(spec.name), ERRORS_KEY)]
+def _folders(store: Store, spec: PhaseSpec) -> list[tuple[str, tuple[str, ...], bool]]:
+    """(folder, key, updatable) of every output of ``spec`` on disk, plus its errors folder.
+
+    Updatable: the phase redoes rows on purpose (a ``stale`` hook, or a versioned output whose
+    older rows a later run supersedes)."""
+    out = [(t.folder, t.output.key, spec.stale is not None or t.output.version is not None)
+           for t in spec.discover(store)]
+    return out + [(layout.errors_folder(spec.name), ERRORS_KEY, False)]
 
 
 def check_folder(store: Store, folder: str, key: tuple[str, ...], *, updatable: bool = False
@@ -136,10 +140,9 @@ def check_base(base: str, *, fix: bool = False) -> dict[str, Any]:
                                        "into the current layout")
     report["legacy"] = legacy_folders(store)
     for spec in phase_specs():
-        for folder, key in _folders(store, spec):
+        for folder, key, updatable in _folders(store, spec):
             if not store.is_dir(folder):
                 continue
-            updatable = spec.stale is not None and folder != layout.errors_folder(spec.name)
             info = check_folder(store, folder, key, updatable=updatable)
             if fix and (info["duplicates"] or info["superseded"] or info["corrupt"]
                         or info["temporaries"]):

@@ -19,12 +19,33 @@ KEY_COLUMNS = ["image_id", "fingerprint"]
 
 
 def done_keys(store: Store, folder: str, *, parts: list[PartInfo] | None = None,
-              quarantine: bool = False) -> pa.Array:
-    """``image_id|fingerprint`` keys present in ``folder``."""
-    table = read_parts(store, folder, KEY_COLUMNS, parts=parts, quarantine=quarantine)
+              quarantine: bool = False, version: tuple[str, int] | None = None) -> pa.Array:
+    """``image_id|fingerprint`` keys present in ``folder`` (with ``version``: only keys that
+    have a row of the current version)."""
+    return done_and_outdated(store, folder, parts=parts, quarantine=quarantine,
+                             version=version)[0]
+
+
+def done_and_outdated(store: Store, folder: str, *, parts: list[PartInfo] | None = None,
+                      quarantine: bool = False, version: tuple[str, int] | None = None
+                      ) -> tuple[pa.Array, pa.Array]:
+    """(done keys, out-of-date keys) of ``folder`` from one read of its parts.
+
+    ``version`` = (column, current value): a key is done when one of its rows has the current
+    value, out of date when it only has rows of another value (or from before the column).
+    """
+    columns = KEY_COLUMNS + ([version[0]] if version else [])
+    table = read_parts(store, folder, columns, parts=parts, quarantine=quarantine)
+    none = pa.array([], pa.string())
     if table.num_rows == 0:
-        return pa.array([], pa.string())
-    return pc.unique(image_keys(table))
+        return none, none
+    keys = image_keys(table)
+    if version is None:
+        return pc.unique(keys), none
+    current = pc.fill_null(pc.equal(table[version[0]], version[1]), False)
+    done = pc.unique(keys.filter(current))
+    older = pc.unique(keys.filter(pc.invert(current)))
+    return done, older.filter(pc.invert(pc.is_in(older, value_set=done)))
 
 
 def permanent_error_keys(errors: pa.Table, phase: str) -> pa.Array:

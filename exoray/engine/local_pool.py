@@ -46,13 +46,18 @@ LOCAL_MAX_IMAGES = 20_000
 FIRST_PART_DIVISOR = 8
 
 
-def choose_executor(spec: PhaseSpec, executor: str, todo_rows: int) -> str:
-    """"ray" or "local" for this run; ``executor`` is the user's choice ("auto" decides)."""
+def check_executor(spec: PhaseSpec, executor: str) -> None:
+    """A wrong choice fails before any work, with the valid ones."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if executor == "local" and not spec.local_ok:
         raise ValueError(f"{spec.name}: --executor local is only for CPU phases without models "
                          "(features); this phase runs on Ray")
+
+
+def choose_executor(spec: PhaseSpec, executor: str, todo_rows: int) -> str:
+    """"ray" or "local" for this run; ``executor`` is the user's choice ("auto" decides)."""
+    check_executor(spec, executor)
     if executor != "auto":
         return executor
     if not spec.local_ok or todo_rows > LOCAL_MAX_IMAGES or os.environ.get("RAY_ADDRESS"):

@@ -8,7 +8,6 @@ length-prefixed pickles: the stage specs once, then one batch per message, answe
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
 import signal
@@ -49,15 +48,14 @@ def _portable(exc: BaseException) -> BaseException:
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
     from exoray.engine import failpoints
 
-    stage_specs = read_message(inp)
+    stage_specs = read_message(inp)  # unpickling the stage classes imports their modules
     if stage_specs is None:
         return
-    for fn, _ in stage_specs:
-        importlib.import_module(fn.__module__)
     write_message(out, ("ready", os.getpid()))
     stages = None
+    per_image_failpoints = "local_image:" in os.environ.get("EXORAY_FAILPOINTS", "")
     while (batch := read_message(inp)) is not None:
-        if "relpath" in batch.column_names:  # tests: a file that kills its worker every time
+        if per_image_failpoints:  # tests: a file that kills its worker every time
             for relpath in batch["relpath"].to_pylist():
                 failpoints.hit(f"local_image:{relpath}")
         try:

@@ -112,7 +112,8 @@ def compute_todo(store: Store, spec: PhaseSpec, targets: list[Target], *, retry_
     failed = pa.array([], pa.string()) if retry_errors else error_keys(store, spec.name)
     any_need = None
     for target in targets:
-        done = done_keys(store, target.folder, quarantine=quarantine)
+        done = done_keys(store, target.folder, quarantine=quarantine,
+                         version=target.output.version)
         stale = spec.stale(store, target) if spec.stale is not None else None
         if stale is not None and len(stale) and len(done):
             done = done.filter(pc.invert(pc.is_in(done, value_set=stale)))
@@ -171,13 +172,13 @@ def run_phase(spec: PhaseSpec, base: str | os.PathLike[str], *, retry_errors: bo
     ``executor``: "ray" (the Ray Data pipeline), "local" (a process pool on this machine, for
     CPU phases) or "auto": local for small CPU runs while Ray is not running, else Ray."""
     from exoray.engine.budget import HardStop, check_max_minutes, planned_images
-    from exoray.engine.local_pool import choose_executor
+    from exoray.engine.local_pool import check_executor
 
     hard_stop = HardStop(check_max_minutes(max_minutes))
     part_rows = spec.default_part_rows if part_rows is None else part_rows
     if isinstance(part_rows, bool) or not isinstance(part_rows, int) or part_rows < 1:
         raise ValueError(f"part_rows must be a positive integer, got {part_rows!r}")
-    choose_executor(spec, executor, 0)  # a wrong choice fails before any work
+    check_executor(spec, executor)
     opts = spec.resolve_options(options)
     store = Store(base)
     if not store.exists(layout.MANIFEST):  # compute_todo reads it; no second read here
@@ -237,7 +238,7 @@ def _stop_actor(ray: Any, actor: Any) -> None:
     try:
         ray.wait([actor.__ray_terminate__.remote()], timeout=5)
     except Exception as exc:  # noqa: BLE001 - already gone: nothing left to stop
-        log.debug("counter actor already stopped: %s", exc)
+        log.debug("actor already stopped: %s", exc)
 
 
 def _blocks(table: pa.Table, rows_per_block: int) -> list[pa.Table]:

@@ -25,6 +25,10 @@ class Output:
     name: str
     schema: pa.Schema
     key: tuple[str, ...] = IMAGE_KEY
+    # (column, current value) for outputs whose definition is versioned: rows of another value
+    # (or from before the column existed) are out of date, so not done, and rows written again
+    # by a later run supersede them (doctor does not call them duplicates).
+    version: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)

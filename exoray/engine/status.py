@@ -14,7 +14,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from exoray.engine.done import count_done, done_keys, permanent_error_keys, present_images
+from exoray.engine.done import (
+    count_done,
+    done_and_outdated,
+    done_keys,
+    permanent_error_keys,
+    present_images,
+)
 from exoray.engine.errors_table import image_keys, read_errors, without_successes
 from exoray.engine.registry import phase_specs
 from exoray.engine.runlog import read_runs
@@ -85,10 +91,13 @@ def target_status(store: Store, spec: PhaseSpec, target: Target, images: pa.Tabl
     from exoray.storage import layout
 
     parts = list_parts(store, target.folder)
-    done = done_keys(store, target.folder, parts=parts) if parts else pa.array([], pa.string())
+    none = pa.array([], pa.string())
+    done, outdated = done_and_outdated(store, target.folder, parts=parts,
+                                       version=target.output.version) if parts else (none, none)
+    n_stale = count_done(images, outdated)
     stale = spec.stale(store, target) if spec.stale is not None and len(done) else None
-    n_stale = count_done(images, stale) if stale is not None and len(stale) else 0
-    if n_stale:  # out of date rows are not done: the next run recomputes them
+    if stale is not None and len(stale):  # out of date rows are not done: the next run redoes
+        n_stale += count_done(images, stale)
         done = done.filter(pc.invert(pc.is_in(done, value_set=stale)))
     n_done = count_done(images, done)
     failing = without_successes(errors, done)
