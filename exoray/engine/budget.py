@@ -116,6 +116,13 @@ def planned_images(minutes: float, rate: float | None, part_rows: int) -> int | 
     return max(part_rows, fits // part_rows * part_rows)
 
 
+def interrupt_status(hard_stop: HardStop | None) -> str:
+    """How a run that got KeyboardInterrupt ended: "stopped" when its own --max-minutes timer
+    fired (committed parts stay, in-flight rows are redone; the run returns normally), else
+    "interrupted" (a real Ctrl-C: the caller re-raises)."""
+    return "stopped" if hard_stop is not None and hard_stop.fired else "interrupted"
+
+
 class HardStop:
     """Interrupts the main thread's pipeline when the budget is spent (the run then records
     ``stopped``, keeps every committed part, and returns normally)."""

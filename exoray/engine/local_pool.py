@@ -26,6 +26,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
+from exoray.engine.budget import interrupt_status
 from exoray.engine.local_worker import read_message, write_message
 from exoray.engine.progress import ProgressMonitor
 from exoray.engine.runlog import RunRecord, now_utc
@@ -268,10 +269,9 @@ def execute_local(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table,
                 publish(buffer)
         status = "completed"
     except KeyboardInterrupt:
-        if hard_stop is None or not hard_stop.fired:
-            status = "interrupted"
+        status = interrupt_status(hard_stop)
+        if status == "interrupted":
             raise
-        status = "stopped"  # --max-minutes: committed parts stay, in-flight rows are redone
     finally:
         pool.close()
         record.record_outcome(store, status)

@@ -264,6 +264,7 @@ def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets
     import ray.data
     from ray.data import ActorPoolStrategy, DataContext
 
+    from exoray.engine.budget import interrupt_status
     from exoray.engine.ray_runtime import ensure_ray
     from exoray.engine.sink import make_part_sink
 
@@ -316,10 +317,9 @@ def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets
                 raise user_facing(exc) from exc
         status = "completed"
     except KeyboardInterrupt:
-        if hard_stop is None or not hard_stop.fired:
-            status = "interrupted"
+        status = interrupt_status(hard_stop)
+        if status == "interrupted":
             raise
-        status = "stopped"  # --max-minutes: committed parts stay, in-flight rows are redone
     finally:
         _stop_actor(ray, counter)
         record.events = read_events(store, run_id)
