@@ -306,3 +306,13 @@ def test_help_says_every_default(capsys):
         if action.option_strings and action.nargs != 0 and action.default not in (
                 None, argparse.SUPPRESS):
             assert "default" in action.help, action.option_strings
+
+
+def test_status_shows_the_map_it_built(built):
+    from exoray.engine.status import collect_status, format_status
+
+    base, labels, summary = built
+    text = format_status(collect_status(base))
+    line = next(ln for ln in text.splitlines() if ln.startswith("map clip"))
+    assert f"{len(labels)} of {len(labels)} images placed" in line
+    assert "--model clip`" in line and "built 20" in line

@@ -220,3 +220,13 @@ def test_cli_writes_the_report_where_asked(phase2_base, tmp_path, capsys):
     assert str(out / "index.html") in printed
     assert os.path.isfile(out / "index.html") and os.path.isfile(out / "report.js")
     assert all(len(g["items"]) <= 5 for g in galleries(read_data(out)))
+
+
+def test_status_shows_the_report_and_how_to_refresh_it(report):
+    from exoray.engine.status import collect_status, format_status
+
+    base, _, _ = report
+    text = format_status(collect_status(str(base)))
+    line = next(ln for ln in text.splitlines() if ln.startswith("report"))
+    assert "reports/latest/index.html, built 20" in line
+    assert f"`exoray report {base}`" in line

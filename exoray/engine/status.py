@@ -61,6 +61,7 @@ class StoreStatus:
     images_deleted: int
     phases: list[PhaseStatus]
     subset: str | None = None
+    views: list[str] = field(default_factory=list)  # the maps and the report, one line each
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str, indent=2)
@@ -200,7 +201,8 @@ def collect_status(base: str, subset: str | None = None,
                 _add_index_coverage(store, st, target)
             phases.append(st)
     return StoreStatus(store.location, manifest_root(store), manifest.num_rows, images.num_rows,
-                       manifest.num_rows - images.num_rows, phases, subset)
+                       manifest.num_rows - images.num_rows, phases, subset,
+                       views=view_lines(store, images.num_rows))
 
 
 def _add_index_coverage(store: Store, st: PhaseStatus, target: Target) -> None:
@@ -236,6 +238,31 @@ def _fmt_index(value: Any) -> str:
     return text
 
 
+def view_lines(store: Store, images_present: int) -> list[str]:
+    """What `exoray map` and `exoray report` left in BASE (they are built from the phases, not
+    phases themselves): one line per map and for the report, with when it was built."""
+    import datetime as dt
+
+    from exoray.embedmap.files import MAPS, read_pointer
+    from exoray.report.builder import DEFAULT_OUT
+
+    lines = []
+    for entry in store.list_files(MAPS, suffix=".json"):
+        family = entry.relpath[: -len(".json")]
+        record = read_pointer(store, family) or {}
+        lines.append(f"{'map ' + family:<14} {record.get('count', 0)} of {images_present} "
+                     f"images placed ({record.get('method_used', '?')}, {record.get('spec', '')}),"
+                     f" built {str(record.get('created', '?'))[:16].replace('T', ' ')}; "
+                     f"`exoray map {store.location} --model {family}` rebuilds it if the "
+                     "embeddings changed")
+    report = [e for e in store.list_files(DEFAULT_OUT) if e.relpath == "index.html"]
+    if report:
+        built = dt.datetime.fromtimestamp(report[0].mtime_ns / 1e9, dt.timezone.utc)
+        lines.append(f"{'report':<14} {DEFAULT_OUT}/index.html, built {built:%Y-%m-%d %H:%M} "
+                     f"UTC; `exoray report {store.location}` refreshes it")
+    return lines
+
+
 def format_status(st: StoreStatus) -> str:
     if st.image_root is None and not st.phases:
         return f"{st.base}: no manifest yet; run `exoray manifest {st.base} --images DIR`"
@@ -265,4 +292,4 @@ def format_status(st: StoreStatus) -> str:
                 else value
             line += f"; {key} {shown}"
         lines.append(line)
-    return "\n".join(lines)
+    return "\n".join(lines + st.views)
