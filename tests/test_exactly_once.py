@@ -110,9 +110,15 @@ def test_a_plain_run_is_quiet_and_ignores_the_cwd_and_a_stale_cluster_address(ex
         proc = subprocess.run([script, "features", "exoray", "-q", *ARGS, "--executor", executor],
                               cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=600)
+        # Ray's GCS prints this on the user's terminal only now and then; its log always has it
+        gcs_logs = [p.read_text(errors="replace") for p in tmp.rglob("gcs_server.out")]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not any("Failed to kill actor" in text for text in gcs_logs), \
+        "an actor was still being created when the run ended"
+    if executor == "ray":
+        assert gcs_logs, "the run left no GCS log where RAY_TMPDIR points"
     noise = [line for line in proc.stderr.splitlines() if line.strip()]
     assert noise == [], "\n".join(noise[:20])
     assert "features:" in proc.stdout and "images done" in proc.stdout

@@ -298,13 +298,18 @@ def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets
         # is what grows with the image count), but at least 4 blocks per actor so all work.
         per_actor = -(-todo.num_rows // (4 * first.pool_size))
         rows_per_block = max(first.batch_size, min(part_rows, per_actor))
-        ds = ray.data.from_arrow(_blocks(todo, rows_per_block))
+        blocks = _blocks(todo, rows_per_block)
+        ds = ray.data.from_arrow(blocks)
         for stage in stages:
             extra = {"memory": stage.memory} if stage.memory else {}
+            # Every actor the run will use starts at once: an actor Ray Data adds late is often
+            # still being created when the run ends, and cancelling it made Ray's GCS print
+            # "Failed to kill actor ... Socket closed" on the user's terminal.
+            size = max(1, min(stage.pool_size, len(blocks)))
             ds = ds.map_batches(
                 stage.fn, fn_constructor_kwargs=stage.constructor_kwargs,
                 batch_size=stage.batch_size, batch_format=stage.batch_format,
-                compute=ActorPoolStrategy(min_size=1, max_size=stage.pool_size),
+                compute=ActorPoolStrategy(min_size=1, max_size=size, initial_size=size),
                 num_cpus=stage.num_cpus, num_gpus=stage.num_gpus or None, **extra)
         sink = make_part_sink(store.location, spec.name, run_id, targets, part_rows)
         with ProgressMonitor(store, folders, layout.errors_folder(spec.name), run_id,
