@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from exoray.engine.budget import interrupt_status
 from exoray.engine.local_worker import read_message, write_message
+from exoray.engine.part_plan import first_part_rows
 from exoray.engine.progress import ProgressMonitor
 from exoray.engine.runlog import RunRecord, now_utc
 from exoray.engine.sink import publish_rows
@@ -42,9 +43,6 @@ EXECUTORS = ("auto", "ray", "local")
 # Above this many images Ray's start-up is a small share of the run (and Ray's scheduling,
 # memory limits and cluster reach are worth having), so "auto" takes the Ray pipeline.
 LOCAL_MAX_IMAGES = 20_000
-# The first part is this fraction of --part-rows, so the first results are on disk within
-# seconds; every later part is full size (few, large parts: Drive is slow for small writes).
-FIRST_PART_DIVISOR = 8
 
 
 def check_executor(spec: PhaseSpec, executor: str) -> None:
@@ -257,7 +255,7 @@ def execute_local(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table,
             pool.queue.extend(_Work(todo.slice(i, batch_size))
                               for i in range(0, todo.num_rows, batch_size))
             buffer: list[pa.Table] = []
-            buffered, threshold = 0, max(1, part_rows // FIRST_PART_DIVISOR)
+            buffered, threshold = 0, first_part_rows(part_rows)
             for out in pool.results():
                 buffer.append(out)
                 buffered += out.num_rows

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from exoray.engine.done import done_keys, error_keys, pending_mask, present_images
 from exoray.engine.events import read_events
+from exoray.engine.part_plan import block_sizes
 from exoray.engine.progress import CountedStage, ProcessedCounter, ProgressMonitor
 from exoray.engine.runlog import RunRecord, new_run_id, now_utc, read_runs
 from exoray.engine.spec import PhaseSpec, StageContext, Target
@@ -241,8 +242,11 @@ def _stop_actor(ray: Any, actor: Any) -> None:
         log.debug("actor already stopped: %s", exc)
 
 
-def _blocks(table: pa.Table, rows_per_block: int) -> list[pa.Table]:
-    return [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)]
+def _blocks(table: pa.Table, sizes: list[int]) -> list[pa.Table]:
+    offsets = [0]
+    for size in sizes:
+        offsets.append(offsets[-1] + size)
+    return [table.slice(start, size) for start, size in zip(offsets, sizes, strict=False)]
 
 
 def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets: list[Target],
@@ -294,11 +298,10 @@ def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets
         data_ctx.enable_progress_bars = False  # our bar counts committed rows, what matters
         data_ctx.print_on_execution_start = False
         first = stages[0]
-        # Up to a part's worth of rows per block (few blocks: Ray's per-block driver state
-        # is what grows with the image count), but at least 4 blocks per actor so all work.
-        per_actor = -(-todo.num_rows // (4 * first.pool_size))
-        rows_per_block = max(first.batch_size, min(part_rows, per_actor))
-        blocks = _blocks(todo, rows_per_block)
+        # A small first block, then up to a part's worth of rows per block (few blocks: Ray's
+        # per-block driver state is what grows with the image count); each becomes one part.
+        sizes = block_sizes(todo.num_rows, part_rows, first.batch_size, first.pool_size)
+        blocks = _blocks(todo, sizes)
         ds = ray.data.from_arrow(blocks)
         for stage in stages:
             extra = {"memory": stage.memory} if stage.memory else {}
@@ -311,7 +314,7 @@ def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets
                 batch_size=stage.batch_size, batch_format=stage.batch_format,
                 compute=ActorPoolStrategy(min_size=1, max_size=size, initial_size=size),
                 num_cpus=stage.num_cpus, num_gpus=stage.num_gpus or None, **extra)
-        sink = make_part_sink(store.location, spec.name, run_id, targets, part_rows)
+        sink = make_part_sink(store.location, spec.name, run_id, targets, sizes[0])
         with ProgressMonitor(store, folders, layout.errors_folder(spec.name), run_id,
                              todo.num_rows, spec.name, enabled=show_progress,
                              processed=lambda: ray.get(counter.value.remote(), timeout=2)):

@@ -1,6 +1,7 @@
 """PartSink: the Ray Data datasink every phase writes through.
 
-Ray bundles at least ``part_rows`` rows per write task (``min_rows_per_write``); each task splits
+Ray bundles at least ``min_rows`` rows per write task (``min_rows_per_write``: the smallest block
+the runner cut, so a write task gets one block, see :mod:`exoray.engine.part_plan`); each splits
 its rows into one table per target plus error rows and publishes each as one verified part via
 :func:`exoray.storage.parts.write_part`. Part names are content-derived, so a write task that Ray
 retries after its worker died republishes the same names. Ray's own ``write_parquet`` is never
@@ -95,7 +96,7 @@ _SINK_CLASS: type | None = None
 
 
 def make_part_sink(store_location: str, phase: str, run_id: str, targets: list[Target],
-                   part_rows: int) -> Any:
+                   min_rows: int) -> Any:
     """A Ray Datasink publishing atomic parts (Ray imported lazily: models never need it)."""
     global _SINK_CLASS
     if _SINK_CLASS is None:
@@ -103,13 +104,13 @@ def make_part_sink(store_location: str, phase: str, run_id: str, targets: list[T
 
         class _PartSink(Datasink):
             def __init__(self, store_location: str, phase: str, run_id: str,
-                         targets: list[Target], part_rows: int) -> None:
+                         targets: list[Target], min_rows: int) -> None:
                 self.store_location, self.phase, self.run_id = store_location, phase, run_id
-                self.targets, self.part_rows = targets, part_rows
+                self.targets, self.min_rows = targets, min_rows
 
             @property
             def min_rows_per_write(self) -> int:
-                return self.part_rows
+                return self.min_rows
 
             def get_name(self) -> str:
                 return "PublishParts"
@@ -125,4 +126,4 @@ def make_part_sink(store_location: str, phase: str, run_id: str, targets: list[T
                                     fence=Fence(store, self.phase, self.run_id))
 
         _SINK_CLASS = _PartSink
-    return _SINK_CLASS(store_location, phase, run_id, targets, part_rows)
+    return _SINK_CLASS(store_location, phase, run_id, targets, min_rows)
