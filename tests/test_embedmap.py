@@ -181,9 +181,15 @@ def test_deleted_image_rebuilds_without_it(work, capsys):
     gone = read_manifest(Store(base)).sort_by("image_id").to_pylist()[0]
     (images / gone["relpath"]).unlink()
     manifest.run(base, images=images)
+    assert main(["status", base]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("map clip"))
+    assert "out of date (embeddings changed (239 current, 240 placed))" in line
+    assert f"`exoray map {base} --model clip` rebuilds it" in line
     assert main(["map", base, "--sample", str(SAMPLE)]) == 0
     out = capsys.readouterr().out
     assert "building the map (embeddings changed)" in out and "239 points" in out
+    assert main(["status", base]) == 0
+    assert "; up to date" in capsys.readouterr().out
     assert "pacmap: fitted 150 points in" in out and "placed 89 more points" in out
     assert gone["image_id"] not in read_map(base)["image_id"].to_pylist()
 
@@ -315,4 +321,4 @@ def test_status_shows_the_map_it_built(built):
     text = format_status(collect_status(base))
     line = next(ln for ln in text.splitlines() if ln.startswith("map clip"))
     assert f"{len(labels)} of {len(labels)} images placed" in line
-    assert "--model clip`" in line and "built 20" in line
+    assert "built 20" in line and line.endswith("; up to date")

@@ -160,6 +160,24 @@ def build_map(base: str | Store, model: str = "clip", *, sample: int = DEFAULT_S
     return {**record, "status": "built", "why": why, "pointer": pointer_path(family)}
 
 
+def map_staleness(store: Store, record: dict[str, Any]) -> str | None:
+    """Why a published map no longer shows the current embeddings (for ``exoray status``), or
+    None when it does. Reads the embeddings' keys only, as a rerun of ``exoray map`` would."""
+    family, variant = record.get("model", ""), record.get("variant")
+    try:
+        emb = resolve_embeddings(store, f"{family}:{variant}" if variant else family)
+    except FileNotFoundError:
+        return "its embeddings are gone"
+    if emb.model_id != record.get("model_id"):
+        return f"newer embeddings: {emb.model_id}"
+    inputs, count = current_keys_digest(store, emb, list_parts(store, emb.folder))
+    if inputs != record.get("inputs"):
+        return f"embeddings changed ({count} current, {record.get('count', 0)} placed)"
+    if not store.exists(record.get("file", f"{MAPS}/missing")):
+        return "map file missing"
+    return None
+
+
 def _stale_reason(previous: dict[str, Any] | None, emb: EmbeddingSet, inputs: str,
                   params: dict[str, Any], count: int, store: Store) -> str | None:
     """Why the published map must be rebuilt, or None when it is up to date (a larger

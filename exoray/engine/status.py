@@ -243,6 +243,7 @@ def view_lines(store: Store, images_present: int) -> list[str]:
     phases themselves): one line per map and for the report, with when it was built."""
     import datetime as dt
 
+    from exoray.embedmap.build import map_staleness
     from exoray.embedmap.files import MAPS, read_pointer
     from exoray.report.builder import DEFAULT_OUT
 
@@ -250,11 +251,13 @@ def view_lines(store: Store, images_present: int) -> list[str]:
     for entry in store.list_files(MAPS, suffix=".json"):
         family = entry.relpath[: -len(".json")]
         record = read_pointer(store, family) or {}
+        stale = map_staleness(store, record) if record else "its record is unreadable"
+        freshness = (f"out of date ({stale}): `exoray map {store.location} --model {family}` "
+                     "rebuilds it") if stale else "up to date"
         lines.append(f"{'map ' + family:<14} {record.get('count', 0)} of {images_present} "
                      f"images placed ({record.get('method_used', '?')}, {record.get('spec', '')}),"
                      f" built {str(record.get('created', '?'))[:16].replace('T', ' ')}; "
-                     f"`exoray map {store.location} --model {family}` rebuilds it if the "
-                     "embeddings changed")
+                     f"{freshness}")
     report = [e for e in store.list_files(DEFAULT_OUT) if e.relpath == "index.html"]
     if report:
         built = dt.datetime.fromtimestamp(report[0].mtime_ns / 1e9, dt.timezone.utc)
