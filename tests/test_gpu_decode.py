@@ -194,6 +194,55 @@ def test_gpu_worker_rows_match_the_cpu_stages(real_photos, tmp_path) -> None:
         assert set(gpu_rows[f"{model}_model_id"]) == set(cpu_rows[f"{model}_model_id"])
 
 
+def test_a_device_that_refuses_every_jpeg_is_given_up_and_nothing_is_lost(real_photos, tmp_path,
+                                                                           monkeypatch) -> None:
+    """A torchvision without nvJPEG (or a driver mismatch) refuses every batch: after a few
+    single-image refusals the actor stops trying, every image takes the CPU path with the same
+    result, and the run log says so once."""
+    import torchvision.io
+
+    from exoray.engine.events import read_events
+    from exoray.image.gpu_decode import GPU_DECODE_GIVE_UP
+
+    calls = []
+
+    def refuse(tensors, **kwargs):
+        calls.append(len(tensors) if isinstance(tensors, list) else 1)
+        raise RuntimeError("torchvision was not compiled with nvjpeg support")
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", refuse)
+    photos = [jpeg_bytes(v) for v in photo_arrays().values()] * 6
+    names = [f"p{i}.jpg" for i in range(len(photos))]
+    dec = decoder(batch_size=16)
+    first = dec(photos[:24], names[:24])
+    second = dec(photos[24:], names[24:])
+    cpu = [cpu_fallback(SIDE)(d, n) for d, n in zip(photos, names, strict=True)]
+    got = torch.cat([first.images, second.images]).numpy()
+    assert all(e is None for e in first.errors + second.errors)
+    assert np.array_equal(got, np.stack(cpu))  # the CPU path's squares, bit for bit
+    assert first.gpu_decoded == second.gpu_decoded == 0
+    assert "nvjpeg" in dec.disabled
+    assert len(calls) <= 2 * GPU_DECODE_GIVE_UP  # not one failed attempt per image (42)
+    assert [e["event"] for e in dec.events].count("gpu_decode_disabled") == 1
+
+    rels = sorted(p.name for p in real_photos.iterdir())
+    batch = {"relpath": np.array(rels, dtype=object), "need_clip": np.ones(len(rels), bool)}
+    kwargs = {"variant": "tiny", "cache_dir": str(tmp_path / "models"), "device": "cpu"}
+    store = Store(str(tmp_path / "base"))
+    worker = GpuEmbedWorker({"clip": kwargs}, side=64, store_location=store.location,
+                            run_id="r1", decode_batch=1)
+    read = ReadBytesWorker(str(real_photos))(batch)
+    for _ in range(GPU_DECODE_GIVE_UP):  # two JPEGs per batch: refused until given up
+        rows = worker(read)
+    cpu_rows = EmbedWorker("clip", kwargs, store.location, "r1")(
+        DecodeWorker(str(real_photos), side=64)(batch))
+    assert list(rows["error"]) == list(cpu_rows["error"])
+    ok = np.array([not e for e in cpu_rows["error"]])
+    assert np.allclose(rows["clip_vector"][ok], cpu_rows["clip_vector"][ok], atol=1e-5)
+    said = [e for e in read_events(store, "r1") if e["event"] == "gpu_decode_disabled"]
+    assert len(said) == 1 and "none decoded" in said[0]["reason"]
+
+
 def _ctx(decode: str, gpus: float, device: str | None = None) -> StageContext:
     opts = SPEC.resolve_options({"decode": decode, "device": device})
     return StageContext(store=None, run_id="r", image_root="", targets=[], options=opts,  # type: ignore[arg-type]

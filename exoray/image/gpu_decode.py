@@ -29,6 +29,9 @@ JPEG_EOI = b"\xff\xd9"
 # Pixel modes nvJPEG turns into RGB exactly like Pillow does; CMYK/YCCK JPEGs take the CPU path.
 GPU_MODES = frozenset({"RGB", "L"})
 DEFAULT_GPU_BATCH = 128
+# This many JPEGs refused one by one before any succeeded: the device cannot decode at all (a
+# torchvision built without nvJPEG, a driver mismatch), so the actor stops trying.
+GPU_DECODE_GIVE_UP = 8
 _ORIENTATION_TAG = 0x0112
 
 
@@ -169,6 +172,9 @@ class GpuSquareDecoder:
         self.batch_size = max(1, int(batch_size))
         self.fallback = fallback
         self.events: list[dict[str, Any]] = []
+        self.decoded_any = False
+        self.refused = 0
+        self.disabled = ""  # why the device path was given up, once it was
 
     def __call__(self, datas: Sequence[Any], names: Sequence[str],
                  orientations: Sequence[int] | None = None,
@@ -188,7 +194,7 @@ class GpuSquareDecoder:
         out = self.torch.zeros((n, self.side, self.side, 3), dtype=self.torch.uint8,
                                device=self.device)
         errors: list[Any] = [None] * n
-        on_gpu = [i for i in range(n) if routes[i] == "gpu"
+        on_gpu = [i for i in range(n) if routes[i] == "gpu" and not self.disabled
                   and isinstance(datas[i], (bytes, bytearray, memoryview))]
         done = self._decode_on_device(datas, on_gpu, orientations, out)
         for i in range(n):
@@ -210,6 +216,8 @@ class GpuSquareDecoder:
         """Decode ``idx`` in batches into ``out``; returns the indices that succeeded."""
         done: set[int] = set()
         for start in range(0, len(idx), self.batch_size):
+            if self.disabled:
+                break
             chunk = idx[start:start + self.batch_size]
             for i, chw in self._decode_chunk(datas, chunk):
                 out[i] = square_on_device(chw, self.side, int(orientations[i]))
@@ -228,13 +236,28 @@ class GpuSquareDecoder:
         except (RuntimeError, ValueError) as exc:  # nvJPEG/libjpeg refusal or CUDA OOM
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
+            reason = f"{type(exc).__name__}: {str(exc)[:200]}"
             if len(chunk) == 1:
                 self.events.append({"event": "gpu_decode_fallback", "index": chunk[0],
-                                    "reason": f"{type(exc).__name__}: {str(exc)[:200]}"})
+                                    "reason": reason})
+                self._count_refusal(reason)
                 return []
             half = len(chunk) // 2
-            return self._decode_chunk(datas, chunk[:half]) + self._decode_chunk(datas, chunk[half:])
+            first = self._decode_chunk(datas, chunk[:half])
+            if self.disabled:
+                return first
+            return first + self._decode_chunk(datas, chunk[half:])
+        self.decoded_any = True
         return list(zip(chunk, decoded, strict=True))
+
+    def _count_refusal(self, reason: str) -> None:
+        """Give the device path up when it has refused every JPEG so far: all of them then take
+        the CPU path at once instead of each costing a failed GPU attempt first."""
+        self.refused += 1
+        if not self.decoded_any and self.refused >= GPU_DECODE_GIVE_UP and not self.disabled:
+            self.disabled = reason
+            self.events.append({"event": "gpu_decode_disabled", "device": self.device,
+                                "reason": f"{self.refused} JPEGs refused, none decoded: {reason}"})
 
 
 def cuda_available() -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from exoray.engine.events import record_event
 from exoray.engine.spec import Target
 from exoray.engine.stages.reading import ItemError, PrefetchingReader, apply_decoder, split_results
 from exoray.image.decode import DEFAULT_MAX_PIXELS
@@ -176,6 +177,7 @@ class GpuEmbedWorker:
         self.store = Store(store_location)
         self.run_id = run_id
         self._events_seen = dict.fromkeys(self.backends, 0)
+        self._said_disabled = False
 
     def _cpu_square(self, data: bytes, name: str) -> np.ndarray | ItemError:
         return apply_decoder(data, name, lambda d, n: square_crop(
@@ -187,6 +189,13 @@ class GpuEmbedWorker:
                  for d, e, m in zip(batch["data"], batch["error"], batch["message"], strict=True)]
         decoded = self.decoder(datas, relpaths, orientations=list(batch["orientation"]),
                                routes=list(batch["route"]))
+        if self.decoder.disabled and not self._said_disabled:
+            # Once per actor, in the run log: every JPEG now takes the CPU path, which is slower
+            # (per-image GPU refusals are not logged: one small file each would crowd Drive).
+            record_event(self.store, self.run_id,
+                         next(e for e in self.decoder.events
+                              if e["event"] == "gpu_decode_disabled"))
+            self._said_disabled = True
         errors = np.array(batch["error"], dtype=object)
         messages = np.array(batch["message"], dtype=object)
         for i, err in enumerate(decoded.errors):
