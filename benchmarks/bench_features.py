@@ -275,10 +275,25 @@ def _first_part_watch(base: Path, started: float, seen: dict[str, float]) -> Non
         time.sleep(0.05)
 
 
-def run_cli(root: Path, workdir: Path, t: dict[str, float], wait: float) -> None:
-    """``exoray manifest`` + ``exoray features`` as fresh processes, all start-up included."""
+def timed_features(exe: str, base: Path, label: str, t: dict[str, float],
+                   extra: tuple[str, ...] = ()) -> tuple[float, str]:
+    """Run ``exoray features BASE`` as a fresh process, timed under ``label``; returns the
+    seconds until its first part was committed and its summary line."""
     import threading
 
+    seen: dict[str, float] = {}
+    started = time.perf_counter()
+    watcher = threading.Thread(target=_first_part_watch, args=(base, started, seen), daemon=True)
+    watcher.start()
+    with timed(label, t):
+        out = subprocess.run([exe, "features", str(base), "-q", *extra], check=True,
+                             capture_output=True, text=True)
+    seen.setdefault("first", float("nan"))
+    return seen["first"], out.stdout.strip().splitlines()[-1]
+
+
+def run_cli(root: Path, workdir: Path, t: dict[str, float], wait: float) -> None:
+    """``exoray manifest`` + ``exoray features`` as fresh processes, all start-up included."""
     exe = str(Path(sys.executable).with_name("exoray"))
     base = Path(tempfile.mkdtemp(prefix="base-cli-", dir=workdir))
     print("exoray as a new user runs it (two fresh commands; the default executor picks the local "
@@ -289,22 +304,14 @@ def run_cli(root: Path, workdir: Path, t: dict[str, float], wait: float) -> None
         with timed("`exoray manifest` (whole command)", t):
             subprocess.run([exe, "manifest", str(base), "--images", str(root), "-q"],
                            check=True, capture_output=True)
-        seen: dict[str, float] = {}
-        started = time.perf_counter()
-        watcher = threading.Thread(target=_first_part_watch, args=(base, started, seen),
-                                   daemon=True)
-        watcher.start()
-        with timed("`exoray features` (whole command)", t):
-            out = subprocess.run([exe, "features", str(base), "-q"], check=True,
-                                 capture_output=True, text=True)
-        seen.setdefault("first", float("nan"))
+        first, summary = timed_features(exe, base, "`exoray features` (whole command)", t)
         busy = cpu_busy(ticks, cpu_ticks())
         total = t["`exoray manifest` (whole command)"] + t["`exoray features` (whole command)"]
         t["exoray CLI manifest + features"] = total
-        t["exoray CLI first part"] = seen["first"]
+        t["exoray CLI first part"] = first
         print(f"  {'exoray CLI manifest + features':<52s} {total:9.2f} s   [cpu busy "
               f"{busy or 0:4.0%}]\n  {'first committed part after the features call':<52s} "
-              f"{seen['first']:9.2f} s\n    ({out.stdout.strip().splitlines()[-1]})")
+              f"{first:9.2f} s\n    ({summary})")
     finally:
         shutil.rmtree(base, ignore_errors=True)
     run_cli_ray(exe, root, workdir, t, wait)
@@ -313,25 +320,17 @@ def run_cli(root: Path, workdir: Path, t: dict[str, float], wait: float) -> None
 def run_cli_ray(exe: str, root: Path, workdir: Path, t: dict[str, float], wait: float) -> None:
     """``exoray features --executor ray`` as a fresh command: the path large sets, clusters and
     a notebook after ``ray.init()`` take (Ray's start-up, its small first part, full-size rest)."""
-    import threading
-
     base = Path(tempfile.mkdtemp(prefix="base-cli-ray-", dir=workdir))
     try:
         subprocess.run([exe, "manifest", str(base), "--images", str(root), "-q"],
                        check=True, capture_output=True)
         wait_for_quiet(wait)
-        seen: dict[str, float] = {}
-        started = time.perf_counter()
-        watcher = threading.Thread(target=_first_part_watch, args=(base, started, seen),
-                                   daemon=True)
-        watcher.start()
-        with timed("`exoray features --executor ray` (whole command)", t):
-            out = subprocess.run([exe, "features", str(base), "-q", "--executor", "ray"],
-                                 check=True, capture_output=True, text=True)
-        seen.setdefault("first", float("nan"))
-        t["exoray CLI ray first part"] = seen["first"]
-        print(f"  {'first committed part after the call (Ray)':<52s} {seen['first']:9.2f} s\n"
-              f"    ({out.stdout.strip().splitlines()[-1]})")
+        first, summary = timed_features(exe, base,
+                                        "`exoray features --executor ray` (whole command)", t,
+                                        ("--executor", "ray"))
+        t["exoray CLI ray first part"] = first
+        print(f"  {'first committed part after the call (Ray)':<52s} {first:9.2f} s\n"
+              f"    ({summary})")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
