@@ -36,7 +36,7 @@ from _common import (
 
 
 def model_only(files: list[Path], root: Path, model: str, device: str | None, batch_size: int,
-               t: dict[str, float], wait: float) -> dict[str, np.ndarray]:
+               t: dict[str, float], wait: float, first_rows: int) -> dict[str, np.ndarray]:
     from exoray.engine.stages.embed import square_crop
     from exoray.image.decode import DEFAULT_MAX_PIXELS
     from exoray.models import load_backend
@@ -50,8 +50,12 @@ def model_only(files: list[Path], root: Path, model: str, device: str | None, ba
     out: dict[str, np.ndarray] = {}
     decode_s = 0.0
     wait_for_quiet(wait)
+    loop_started = time.perf_counter()
     with timed("model only: read + square_crop + embed loop", t):
         for lo in range(0, len(files), batch_size):
+            if lo >= first_rows and "model only: first part's rows" not in t:
+                t["model only: first part's rows"] = (time.perf_counter() - loop_started
+                                                       + t["model only: load_backend"])
             chunk = files[lo:lo + batch_size]
             started = time.perf_counter()
             images = np.stack([square_crop(f.read_bytes(), side, name=f.name,
@@ -64,6 +68,43 @@ def model_only(files: list[Path], root: Path, model: str, device: str | None, ba
     print(f"    (of which read + decode {decode_s:.2f}s, model "
           f"{t['model only: read + square_crop + embed loop'] - decode_s:.2f}s)")
     return out
+
+
+def fresh_command(root: Path, workdir: Path, model: str, batch_size: int, device: str,
+                  t: dict[str, float], wait: float) -> None:
+    """``exoray embed`` as a user types it: a fresh process (imports, Ray start, actors, model
+    load all counted), timed to its first committed part and to its end."""
+    import subprocess
+    import sys
+    import threading
+
+    exe = str(Path(sys.executable).with_name("exoray"))
+    base = Path(tempfile.mkdtemp(prefix="embed-cli-", dir=workdir))
+    try:
+        subprocess.run([exe, "manifest", str(base), "--images", str(root), "-q"], check=True,
+                       capture_output=True)
+        wait_for_quiet(wait)
+        seen: dict[str, float] = {}
+        started = time.perf_counter()
+        folder = base / "embeddings"
+
+        def watch() -> None:
+            while "first" not in seen:
+                if any(p.name.startswith("part-") for p in folder.rglob("part-*")):
+                    seen["first"] = time.perf_counter() - started
+                time.sleep(0.05)
+
+        threading.Thread(target=watch, daemon=True).start()
+        with timed("`exoray embed` fresh command", t):
+            out = subprocess.run([exe, "embed", str(base), "--model", model, "--batch-size",
+                                  str(batch_size), "--device", device, "-q"],
+                                 check=True, capture_output=True, text=True)
+        seen.setdefault("first", float("nan"))
+        t["`exoray embed` first part"] = seen["first"]
+        print(f"  {'first committed part after the call':<52s} {seen['first']:9.2f} s\n"
+              f"    ({out.stdout.strip().splitlines()[-1]})")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def actor_torch_threads(num_cpus: float) -> int:
@@ -95,6 +136,7 @@ def main() -> None:
 
     import torch
 
+    from exoray.engine.part_plan import first_part_rows
     from exoray.image.ids import image_id
     from exoray.index.embeddings import resolve_embeddings
     from exoray.storage.parts import read_parts
@@ -108,7 +150,9 @@ def main() -> None:
     root, files = warmed_image_set(args.workdir, args.n, seed=args.seed)
 
     t: dict[str, float] = {}
-    reference = model_only(files, root, args.model, device, args.batch_size, t, args.wait_quiet)
+    first_rows = first_part_rows(embeddings.SPEC.default_part_rows, args.batch_size)
+    reference = model_only(files, root, args.model, device, args.batch_size, t, args.wait_quiet,
+                           first_rows)
 
     ray_s = start_ray(2)
     print(f"  {'ray.init(num_cpus=2) [not counted]':<52s} {ray_s:9.2f} s")
@@ -139,6 +183,14 @@ def main() -> None:
 
         ray.shutdown()
         shutil.rmtree(base, ignore_errors=True)
+
+    print("as a user runs it (Ray not started before, model weights cached):")
+    fresh_command(root, args.workdir, args.model, args.batch_size, device, t, args.wait_quiet)
+    first = t["`exoray embed` first part"]
+    baseline = t.get("model only: first part's rows", float("nan"))
+    print(f"  first part ({first_rows} rows) on disk after {first:.2f} s (goal <= 10 s); the model-only "
+          f"loop had embedded as many after {baseline:.2f} s (load included): "
+          f"{first - baseline:+.2f} s of fixed cost (imports, Ray start, actors, write)")
 
     n = len(files)
     loop = t["model only: read + square_crop + embed loop"]

@@ -19,17 +19,20 @@ def first_part_rows(part_rows: int, batch_size: int = 1) -> int:
 def block_sizes(n_rows: int, part_rows: int, batch_size: int, pool_size: int) -> list[int]:
     """Row counts of the blocks the Ray pipeline reads, in order; each becomes one part.
 
-    The first block is :func:`first_part_rows`; the rest are up to ``part_rows`` rows, fewer when
-    a small run needs one block per actor to keep all ``pool_size`` actors busy, never fewer than
-    the first block's rows (the sink's ``min_rows_per_write``, so Ray writes one block per part).
+    The first block is :func:`first_part_rows`. The rest are split evenly into a multiple of
+    ``pool_size`` blocks of at most ``part_rows`` rows, so every actor gets the same share (an
+    actor left with one more full block than the others is what a small run waits for). No
+    block is smaller than the first (the sink's ``min_rows_per_write``, so each is one part).
     """
     if n_rows <= 0:
         return []
     first = min(n_rows, first_part_rows(part_rows, batch_size))
     rest = n_rows - first
-    per_actor = -(-rest // max(1, pool_size))
-    size = max(first, min(part_rows, per_actor))
-    sizes = [first] + [size] * (rest // size)
-    if rest % size:
-        sizes.append(rest % size)
-    return sizes
+    if rest == 0:
+        return [first]
+    pools = max(1, pool_size)
+    count = -(-rest // part_rows)
+    count = -(-count // pools) * pools
+    count = max(1, min(count, rest // first))
+    size, extra = divmod(rest, count)
+    return [first] + [size + 1] * extra + [size] * (count - extra)
