@@ -9,6 +9,9 @@ from __future__ import annotations
 
 # The first part is this fraction of --part-rows.
 FIRST_PART_DIVISOR = 8
+# Ray path: at least this many blocks per actor, so every actor of a small run works to the end
+# (more would mean smaller parts: blocks of at least the first part's size are each one part).
+BLOCKS_PER_ACTOR = 2
 
 
 def first_part_rows(part_rows: int, batch_size: int = 1) -> int:
@@ -17,12 +20,13 @@ def first_part_rows(part_rows: int, batch_size: int = 1) -> int:
 
 
 def block_sizes(n_rows: int, part_rows: int, batch_size: int, pool_size: int) -> list[int]:
-    """Row counts of the blocks the Ray pipeline reads, in order; each becomes one part.
+    """Row counts of the blocks the Ray pipeline reads, in order.
 
-    The first block is :func:`first_part_rows`. The rest are split evenly into a multiple of
-    ``pool_size`` blocks of at most ``part_rows`` rows, so every actor gets the same share (an
-    actor left with one more full block than the others is what a small run waits for). No
-    block is smaller than the first (the sink's ``min_rows_per_write``, so each is one part).
+    The first block is :func:`first_part_rows` and becomes the first part (the sink's
+    ``min_rows_per_write`` is its size). The rest is split evenly into at least
+    ``BLOCKS_PER_ACTOR`` blocks per actor, a multiple of ``pool_size``, each at most
+    ``part_rows`` and at least a batch, so no actor is left with an extra block at the end;
+    Ray's write bundles blocks smaller than the first into parts of at least that size.
     """
     if n_rows <= 0:
         return []
@@ -31,8 +35,8 @@ def block_sizes(n_rows: int, part_rows: int, batch_size: int, pool_size: int) ->
     if rest == 0:
         return [first]
     pools = max(1, pool_size)
-    count = -(-rest // part_rows)
+    count = max(-(-rest // part_rows), BLOCKS_PER_ACTOR * pools)
     count = -(-count // pools) * pools
-    count = max(1, min(count, rest // first))
+    count = max(1, min(count, rest // max(1, batch_size)))
     size, extra = divmod(rest, count)
     return [first] + [size + 1] * extra + [size] * (count - extra)
