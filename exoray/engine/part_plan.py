@@ -1,8 +1,8 @@
-"""How a run's rows are cut into parts: a small first part, then full-size ones.
+"""How a run's rows are cut into parts: a small first part, then parts of up to ``--part-rows``.
 
 Why: a user on a runtime that dies every few hours wants results on disk within seconds of the
 call (and a rerun after an early death to find some), while Drive wants few, large parts. So the
-first part is a fraction of ``--part-rows`` and every later one is larger, in both executors.
+first part is a fraction of ``--part-rows`` and the later ones are larger, in both executors.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import sys
@@ -243,10 +244,8 @@ def _stop_actor(ray: Any, actor: Any) -> None:
 
 
 def _blocks(table: pa.Table, sizes: list[int]) -> list[pa.Table]:
-    offsets = [0]
-    for size in sizes:
-        offsets.append(offsets[-1] + size)
-    return [table.slice(start, size) for start, size in zip(offsets, sizes, strict=False)]
+    starts = itertools.accumulate(sizes, initial=0)
+    return [table.slice(start, size) for start, size in zip(starts, sizes, strict=False)]
 
 
 def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets: list[Target],
@@ -298,8 +297,8 @@ def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets
         data_ctx.enable_progress_bars = False  # our bar counts committed rows, what matters
         data_ctx.print_on_execution_start = False
         first = stages[0]
-        # A small first block, then up to a part's worth of rows per block (few blocks: Ray's
-        # per-block driver state is what grows with the image count); each becomes one part.
+        # A small first block (the first part), then up to a part's worth of rows per block
+        # (few blocks: Ray's per-block driver state is what grows with the image count).
         sizes = block_sizes(todo.num_rows, part_rows, first.batch_size, first.pool_size)
         blocks = _blocks(todo, sizes)
         ds = ray.data.from_arrow(blocks)

@@ -1,7 +1,7 @@
 """PartSink: the Ray Data datasink every phase writes through.
 
-Ray bundles at least ``min_rows`` rows per write task (``min_rows_per_write``: the smallest block
-the runner cut, so a write task gets one block, see :mod:`exoray.engine.part_plan`); each splits
+Ray bundles at least ``min_rows`` rows per write task (``min_rows_per_write``: the size of the
+run's first block, so that block is the first part, see :mod:`exoray.engine.part_plan`); each splits
 its rows into one table per target plus error rows and publishes each as one verified part via
 :func:`exoray.storage.parts.write_part`. Part names are content-derived, so a write task that Ray
 retries after its worker died republishes the same names. Ray's own ``write_parquet`` is never
