@@ -83,16 +83,18 @@ def map_info(base: str | Store, model: str = "clip") -> dict[str, Any] | None:
     return record
 
 
-def current_keys_digest(store: Store, emb: EmbeddingSet, parts: list[PartInfo]
-                        ) -> tuple[str, int]:
+def current_keys_digest(store: Store, emb: EmbeddingSet, parts: list[PartInfo],
+                        images: pa.Table | None = None) -> tuple[str, int]:
     """(digest, count) of the current (image_id, fingerprint) pairs embedded by ``emb``: the
-    same rows :func:`read_current_embeddings` returns, read without their vectors."""
+    same rows :func:`read_current_embeddings` returns, read without their vectors.
+    ``images``: the manifest's present images, when the caller has read them already."""
     table = read_parts(store, emb.folder, list(EMBEDDINGS_KEY), parts=parts, key=EMBEDDINGS_KEY)
-    manifest = read_manifest(store)
-    if manifest is None:
-        raise FileNotFoundError(f"no manifest in {store.location}; run `exoray manifest "
-                                f"{store.location}` first")
-    images = present_images(manifest)
+    if images is None:
+        manifest = read_manifest(store)
+        if manifest is None:
+            raise FileNotFoundError(f"no manifest in {store.location}; run `exoray manifest "
+                                    f"{store.location}` first")
+        images = present_images(manifest)
     current = pc.binary_join_element_wise(images["image_id"], images["fingerprint"], "|")
     keys = pc.binary_join_element_wise(table["image_id"], table["fingerprint"], "|")
     keys = keys.filter(pc.is_in(keys, value_set=current.combine_chunks()))
@@ -160,9 +162,11 @@ def build_map(base: str | Store, model: str = "clip", *, sample: int = DEFAULT_S
     return {**record, "status": "built", "why": why, "pointer": pointer_path(family)}
 
 
-def map_staleness(store: Store, record: dict[str, Any]) -> str | None:
+def map_staleness(store: Store, record: dict[str, Any], images: pa.Table | None = None
+                  ) -> str | None:
     """Why a published map no longer shows the current embeddings (for ``exoray status``), or
-    None when it does. Reads the embeddings' keys only, as a rerun of ``exoray map`` would."""
+    None when it does. Reads the embeddings' keys only, as a rerun of ``exoray map`` would;
+    ``images``: the manifest's present images, when the caller has read them already."""
     family, variant = record.get("model", ""), record.get("variant")
     try:
         emb = resolve_embeddings(store, f"{family}:{variant}" if variant else family)
@@ -170,7 +174,7 @@ def map_staleness(store: Store, record: dict[str, Any]) -> str | None:
         return "its embeddings are gone"
     if emb.model_id != record.get("model_id"):
         return f"newer embeddings: {emb.model_id}"
-    inputs, count = current_keys_digest(store, emb, list_parts(store, emb.folder))
+    inputs, count = current_keys_digest(store, emb, list_parts(store, emb.folder), images)
     if inputs != record.get("inputs"):
         return f"embeddings changed ({count} current, {record.get('count', 0)} placed)"
     if not store.exists(record.get("file", f"{MAPS}/missing")):

@@ -202,7 +202,7 @@ def collect_status(base: str, subset: str | None = None,
             phases.append(st)
     return StoreStatus(store.location, manifest_root(store), manifest.num_rows, images.num_rows,
                        manifest.num_rows - images.num_rows, phases, subset,
-                       views=view_lines(store, images.num_rows))
+                       views=view_lines(store, images))
 
 
 def _add_index_coverage(store: Store, st: PhaseStatus, target: Target) -> None:
@@ -238,9 +238,10 @@ def _fmt_index(value: Any) -> str:
     return text
 
 
-def view_lines(store: Store, images_present: int) -> list[str]:
+def view_lines(store: Store, images: pa.Table) -> list[str]:
     """What `exoray map` and `exoray report` left in BASE (they are built from the phases, not
-    phases themselves): one line per map and for the report, with when it was built."""
+    phases themselves): one line per map and for the report, with when it was built.
+    ``images``: the manifest's present images (read once by the caller)."""
     import datetime as dt
 
     from exoray.embedmap.build import map_staleness
@@ -251,14 +252,15 @@ def view_lines(store: Store, images_present: int) -> list[str]:
     for entry in store.list_files(MAPS, suffix=".json"):
         family = entry.relpath[: -len(".json")]
         record = read_pointer(store, family) or {}
-        stale = map_staleness(store, record) if record else "its record is unreadable"
+        stale = map_staleness(store, record, images) if record else "its record is unreadable"
         freshness = (f"out of date ({stale}): `exoray map {store.location} --model {family}` "
                      "rebuilds it") if stale else "up to date"
-        lines.append(f"{'map ' + family:<14} {record.get('count', 0)} of {images_present} "
+        lines.append(f"{'map ' + family:<14} {record.get('count', 0)} of {images.num_rows} "
                      f"images placed ({record.get('method_used', '?')}, {record.get('spec', '')}),"
                      f" built {str(record.get('created', '?'))[:16].replace('T', ' ')}; "
                      f"{freshness}")
-    report = [e for e in store.list_files(DEFAULT_OUT) if e.relpath == "index.html"]
+    report = [e for e in store.list_files(DEFAULT_OUT, suffix="index.html")
+              if e.relpath == "index.html"]
     if report:
         built = dt.datetime.fromtimestamp(report[0].mtime_ns / 1e9, dt.timezone.utc)
         lines.append(f"{'report':<14} {DEFAULT_OUT}/index.html, built {built:%Y-%m-%d %H:%M} "

@@ -106,7 +106,7 @@ def decode_image(
                 rgb = np.asarray(pil, dtype=np.uint8)
             # After decoding: for PNG, reading EXIF first would decode the image a second time.
             orientation = _orientation(im, allow_load=True)
-            if target is not None and max_side is not None:
+            if target is not None:
                 # Size from the header, not the DCT-scaled array, so draft and full decode
                 # give exactly the same output size.
                 have = (rgb.shape[1], rgb.shape[0])
