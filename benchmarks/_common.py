@@ -191,6 +191,34 @@ def start_ray(num_cpus: int = 2, **kwargs: object) -> float:
     return time.perf_counter() - started
 
 
+def watch_first_part(folder: Path) -> dict[str, object]:
+    """Start timing now; a background thread records ``seconds`` (and ``name``) when the first
+    published part (``part-*.parquet``, never a hidden temporary) appears anywhere under
+    ``folder``. Set ``stop`` in the returned dict to end the watch early."""
+    import threading
+
+    seen: dict[str, object] = {}
+    started = time.perf_counter()
+
+    def watch() -> None:
+        while not seen.get("stop"):
+            parts = list(folder.rglob("part-*.parquet")) if folder.is_dir() else []
+            if parts:
+                seen["seconds"] = time.perf_counter() - started
+                seen["name"] = parts[0].name
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return seen
+
+
+def first_part_seconds(seen: dict[str, object]) -> float:
+    """Seconds to the first part a :func:`watch_first_part` saw (NaN if none), ending the watch."""
+    seen["stop"] = True
+    return float(seen.get("seconds", float("nan")))  # type: ignore[arg-type]
+
+
 def ratio_line(label: str, ours: float, theirs: float, goal: str = "") -> str:
     """``label: 3.10x`` where >1 means exoray took less time than the baseline."""
     r = theirs / ours if ours > 0 else float("inf")

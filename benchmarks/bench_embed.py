@@ -26,12 +26,14 @@ from pathlib import Path
 import numpy as np
 from _common import (
     bench_parser,
+    first_part_seconds,
     machine,
     prepare_workdir,
     start_ray,
     timed,
     wait_for_quiet,
     warmed_image_set,
+    watch_first_part,
 )
 
 
@@ -76,7 +78,6 @@ def fresh_command(root: Path, workdir: Path, model: str, batch_size: int, device
     load all counted), timed to its first committed part and to its end."""
     import subprocess
     import sys
-    import threading
 
     exe = str(Path(sys.executable).with_name("exoray"))
     base = Path(tempfile.mkdtemp(prefix="embed-cli-", dir=workdir))
@@ -84,24 +85,13 @@ def fresh_command(root: Path, workdir: Path, model: str, batch_size: int, device
         subprocess.run([exe, "manifest", str(base), "--images", str(root), "-q"], check=True,
                        capture_output=True)
         wait_for_quiet(wait)
-        seen: dict[str, float] = {}
-        started = time.perf_counter()
-        folder = base / "embeddings"
-
-        def watch() -> None:
-            while "first" not in seen:
-                if any(p.name.startswith("part-") for p in folder.rglob("part-*")):
-                    seen["first"] = time.perf_counter() - started
-                time.sleep(0.05)
-
-        threading.Thread(target=watch, daemon=True).start()
+        seen = watch_first_part(base / "embeddings")
         with timed("`exoray embed` fresh command", t):
             out = subprocess.run([exe, "embed", str(base), "--model", model, "--batch-size",
                                   str(batch_size), "--device", device, "-q"],
                                  check=True, capture_output=True, text=True)
-        seen.setdefault("first", float("nan"))
-        t["`exoray embed` first part"] = seen["first"]
-        print(f"  {'first committed part after the call':<52s} {seen['first']:9.2f} s\n"
+        first = t["`exoray embed` first part"] = first_part_seconds(seen)
+        print(f"  {'first committed part after the call':<52s} {first:9.2f} s\n"
               f"    ({out.stdout.strip().splitlines()[-1]})")
     finally:
         shutil.rmtree(base, ignore_errors=True)

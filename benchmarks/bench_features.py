@@ -54,6 +54,7 @@ from _common import (
     bench_parser,
     cpu_busy,
     cpu_ticks,
+    first_part_seconds,
     image_files,
     image_set,
     linked_subset,
@@ -65,6 +66,7 @@ from _common import (
     wait_for_quiet,
     warm_page_cache,
     warmed_image_set,
+    watch_first_part,
 )
 
 SECTIONS = ("baselines", "cleanvision", "exoray", "cli", "cpus", "latency", "memory")
@@ -265,31 +267,15 @@ def run_exoray(root: Path, workdir: Path, t: dict[str, float], wait: float) -> N
 # --------------------------------------------------------------------------- as a new user
 
 
-def _first_part_watch(base: Path, started: float, seen: dict[str, float]) -> None:
-    """Record when the first features part appears (what a user waits for before any result)."""
-    folder = base / "features" / "global"
-    while "first" not in seen:
-        if folder.is_dir() and any(p.name.startswith("part-") for p in folder.iterdir()):
-            seen["first"] = time.perf_counter() - started
-            return
-        time.sleep(0.05)
-
-
 def timed_features(exe: str, base: Path, label: str, t: dict[str, float],
                    extra: tuple[str, ...] = ()) -> tuple[float, str]:
     """Run ``exoray features BASE`` as a fresh process, timed under ``label``; returns the
     seconds until its first part was committed and its summary line."""
-    import threading
-
-    seen: dict[str, float] = {}
-    started = time.perf_counter()
-    watcher = threading.Thread(target=_first_part_watch, args=(base, started, seen), daemon=True)
-    watcher.start()
+    seen = watch_first_part(base / "features" / "global")
     with timed(label, t):
         out = subprocess.run([exe, "features", str(base), "-q", *extra], check=True,
                              capture_output=True, text=True)
-    seen.setdefault("first", float("nan"))
-    return seen["first"], out.stdout.strip().splitlines()[-1]
+    return first_part_seconds(seen), out.stdout.strip().splitlines()[-1]
 
 
 def run_cli(root: Path, workdir: Path, t: dict[str, float], wait: float) -> None:

@@ -21,35 +21,23 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from _common import (
     REPO_ROOT,
     bench_parser,
+    first_part_seconds,
     image_files,
     image_set,
     machine,
     prepare_workdir,
     wait_for_quiet,
     warm_page_cache,
+    watch_first_part,
 )
 
 OUTPUT_FOLDERS = {"features": "features/global", "embed": "embeddings"}
-
-
-def first_part_watch(folder: Path, started: float, seen: dict[str, object]) -> None:
-    """Record when the first published part (``part-*.parquet``, never a hidden temp file)
-    appears under ``folder``, and its name."""
-    while "seconds" not in seen:
-        if folder.is_dir():
-            parts = [p for p in folder.rglob("part-*.parquet")]
-            if parts:
-                seen["seconds"] = time.perf_counter() - started
-                seen["first"] = parts[0].name
-                return
-        time.sleep(0.05)
 
 
 def run_once(code: Path, images: Path, command: list[str], workdir: Path) -> dict[str, object]:
@@ -62,17 +50,15 @@ def run_once(code: Path, images: Path, command: list[str], workdir: Path) -> dic
         # cwd outside both checkouts: `python -m` puts the cwd first on the import path
         subprocess.run([*cli, "manifest", str(base), "--images", str(images), "-q"], env=env,
                        check=True, capture_output=True, cwd=workdir)
-        seen: dict[str, object] = {}
+        folder = base / OUTPUT_FOLDERS[command[0]]
         started = time.perf_counter()
-        folder = base / OUTPUT_FOLDERS.get(command[0], "")
-        threading.Thread(target=first_part_watch, args=(folder, started, seen),
-                         daemon=True).start()
+        seen = watch_first_part(folder)
         out = subprocess.run([*cli, command[0], str(base), "-q", *command[1:]], env=env,
                              check=True, capture_output=True, text=True, cwd=workdir)
         whole = time.perf_counter() - started
         rows = sorted(int(p.name.rsplit("-n", 1)[1].split(".")[0])
                       for p in folder.rglob("part-*.parquet"))
-        return {"first": float(seen.get("seconds", float("nan"))), "whole": whole,
+        return {"first": first_part_seconds(seen), "whole": whole,
                 "rows": rows, "summary": out.stdout.strip().splitlines()[-1]}
     finally:
         shutil.rmtree(base, ignore_errors=True)
