@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pytest
 
 from exoray.engine.errors_table import read_errors
-from exoray.engine.local_pool import LOCAL_MAX_IMAGES, choose_executor
+from exoray.engine.executors import LOCAL_MAX_IMAGES, choose_executor
 from exoray.engine.registry import get_phase
 from exoray.engine.runlog import read_runs
 from exoray.image.cheap_features import compute_features

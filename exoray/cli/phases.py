@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 from typing import Any
 
+from exoray.engine.executors import EXECUTORS
 from exoray.engine.spec import PhaseSpec
 from exoray.util.cli_types import positive_float_arg, positive_int_arg
 
@@ -93,7 +94,7 @@ def _common_options(p: argparse.ArgumentParser, default_part_rows: int | None) -
                    help="stop cleanly within M minutes (e.g. before a Colab session ends): "
                         "takes what fits at this phase's measured rate, everything done stays "
                         "committed; rerun to continue")
-    p.add_argument("--executor", choices=("auto", "ray", "local"), default="auto",
+    p.add_argument("--executor", choices=EXECUTORS, default="auto",
                    help="ray: the Ray Data pipeline; local: a process pool on this machine (CPU "
                         "phases such as features); auto (default): local for small CPU runs "
                         "while Ray is not running, else Ray")

@@ -174,7 +174,7 @@ def run_phase(spec: PhaseSpec, base: str | os.PathLike[str], *, retry_errors: bo
     ``executor``: "ray" (the Ray Data pipeline), "local" (a process pool on this machine, for
     CPU phases) or "auto": local for small CPU runs while Ray is not running, else Ray."""
     from exoray.engine.budget import HardStop, check_max_minutes, planned_images
-    from exoray.engine.local_pool import check_executor
+    from exoray.engine.executors import check_executor
 
     hard_stop = HardStop(check_max_minutes(max_minutes))
     part_rows = spec.default_part_rows if part_rows is None else part_rows
@@ -257,7 +257,8 @@ def _execute(spec: PhaseSpec, store: Store, run_id: str, todo: pa.Table, targets
 
         return execute_columnar(spec, store, run_id, todo, targets, opts, part_rows=part_rows,
                                 show_progress=show_progress, record_options=record_options)
-    from exoray.engine.local_pool import choose_executor, execute_local
+    from exoray.engine.executors import choose_executor
+    from exoray.engine.local_pool import execute_local
 
     if choose_executor(spec, executor, todo.num_rows) == "local":
         return execute_local(spec, store, run_id, todo, targets, opts, part_rows=part_rows,
