@@ -87,8 +87,13 @@ def main() -> None:
         images = image_set(str(workdir), args.n, seed=args.seed)
     warm_page_cache(image_files(images))
     baseline = Path(tempfile.mkdtemp(prefix="baseline-", dir=workdir))
-    subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", str(baseline),
-                    args.baseline], check=True, capture_output=True)
+    added = subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach",
+                            str(baseline), args.baseline], capture_output=True, text=True)
+    if added.returncode:
+        shutil.rmtree(baseline, ignore_errors=True)
+        parser.error(f"--baseline {args.baseline}: not a revision git can check out here "
+                     f"({added.stderr.strip().splitlines()[-1] if added.stderr else 'git failed'})"
+                     "; give a commit hash or tag of this repository")
     print(f"machine: {machine()}\nimages: {images} ({args.set}, {args.n})\n"
           f"command: exoray {' '.join(args.command)}\nbaseline: {args.baseline}\n")
     results: dict[str, list[dict[str, object]]] = {"baseline": [], "this checkout": []}
